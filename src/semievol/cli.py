@@ -1,0 +1,96 @@
+"""Command line: ``semievol {train,eval,data,demo}``. One module per command in
+``semievol.commands``; every config field is a flag ``--section.field`` with its docstring as help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from semievol.config import SECTIONS, Config, _type_name, field_docs, load_config, parse_cli_value
+from semievol.errors import SemievolError
+
+COMMANDS = {
+    # name: (module, help, sections whose flags it takes)
+    "train": ("semievol.commands.train", "LoRA SFT on the labeled data (in-weight propagation)", ("data", "task", "model", "train")),
+    "eval": ("semievol.commands.evaluate", "evaluate Vanilla and adapters on the test data", ("data", "task", "model", "eval")),
+    "data": ("semievol.commands.data_check", "validate and summarise data: semievol data check", ("data", "task")),
+    "demo": ("semievol.commands.demo", "offline demo: sample task, Vanilla vs SFT on the bundled model", ("model", "train")),
+}
+
+
+def _add_section_flags(parser: argparse.ArgumentParser, sections: Sequence[str]) -> None:
+    import typing
+
+    for section in sections:
+        cls = SECTIONS[section]
+        group = parser.add_argument_group(f"{section} settings (YAML section `{section}:`)")
+        docs = field_docs(cls)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            help_text = f"{docs.get(f.name, '')} [{_type_name(hints[f.name])}; default: {default}]"
+            group.add_argument(
+                f"--{section}.{f.name}",
+                dest=f"{section}.{f.name}",
+                metavar="V",
+                default=argparse.SUPPRESS,
+                help=help_text.replace("%", "%%"),
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semievol",
+        description="Semi-supervised fine-tuning of LLMs (SemiEvol). Settings come from --config "
+        "YAML files and --section.field flags (flags win).",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text, sections) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "data":
+            p.add_argument("action", choices=["check"], help="check: validate every configured split")
+        p.add_argument("--config", help="YAML config file (sections: data, task, model, train, eval)")
+        if name == "demo":
+            p.add_argument("--out", default="runs/demo", help="run directory of the demo [default: runs/demo]")
+        _add_section_flags(p, sections)
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: parse_cli_value(v) for k, v in vars(args).items() if "." in k}
+
+
+def resolve(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Config:
+    return load_config(args.config, overrides_from(args), base=base)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    if args.quiet:
+        import os
+
+        os.environ["TQDM_DISABLE"] = "1"
+    import importlib
+
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except SemievolError as e:
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished artifacts are kept, re-run the same command to redo the rest", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

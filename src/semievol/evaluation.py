@@ -1,0 +1,187 @@
+"""Evaluation harness: the same code scores Vanilla, SFT and SemiEvol.
+
+Closed-set tasks (multiple choice, label sets) take the most probable candidate from one forward
+pass per question; free-form tasks generate greedily and extract the answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from semievol.data import Example
+from semievol.io import atomic_write_json, atomic_write_jsonl
+from semievol.tasks import Task
+
+if TYPE_CHECKING:
+    from semievol.backends import Backend
+
+
+@dataclass
+class EvalConfig:
+    output_dir: str = "runs/eval"
+    """Where metrics (metrics.json) and per-item predictions (predictions_<model>.jsonl) go."""
+    adapters: list[str] = field(default_factory=lambda: ["vanilla"])
+    """Models to evaluate in order, all on one loaded base model: 'vanilla' for the base model,
+    or the path of a LoRA adapter directory."""
+    max_new_tokens: int = 32
+    """Generation budget for free-form tasks."""
+
+    def __post_init__(self) -> None:
+        if not self.adapters:
+            raise ValueError("adapters must name at least one model ('vanilla' or a path)")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+def entropy(probs: Sequence[float]) -> float:
+    return -sum(p * math.log(p) for p in probs if p > 0)
+
+
+def predict(
+    backend: Backend, task: Task, examples: Sequence[Example], *, max_new_tokens: int = 32, desc: str = "eval"
+) -> list[dict[str, Any]]:
+    """One prediction record per example: answer, confidence, and the distribution if closed-set."""
+    prompts = [task.messages(ex) for ex in examples]
+    choices = [task.choices(ex) for ex in examples]
+    records: list[dict[str, Any]] = []
+    if all(c is not None for c in choices):
+        dists = backend.score_choices(prompts, choices, desc=desc)  # type: ignore[arg-type, call-arg]
+        for ex, dist in zip(examples, dists, strict=True):
+            answers = task.choice_answers(ex)
+            best = max(range(len(dist)), key=dist.__getitem__)
+            records.append(
+                {
+                    "id": ex.id,
+                    "prediction": answers[best],
+                    "confidence": dist[best],
+                    "entropy": entropy(dist),
+                    "distribution": dict(zip(answers, (round(p, 6) for p in dist), strict=True)),
+                }
+            )
+    else:
+        gens = backend.generate(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, desc=desc)  # type: ignore[call-arg]
+        for ex, (gen,) in zip(examples, gens, strict=True):
+            records.append(
+                {
+                    "id": ex.id,
+                    "prediction": task.extract(gen.text, ex),
+                    "confidence": math.exp(-gen.mean_nll) if gen.token_logprobs else 0.0,
+                    "output": gen.text,
+                }
+            )
+    return records
+
+
+def class_names(task: Task, examples: Sequence[Example]) -> dict[str, str]:
+    """Readable class names: 'B (neutral)' when every item has the same options, else the answer."""
+    first = examples[0].options if examples else None
+    if first and all(ex.options == first for ex in examples):
+        return {task.choice_answers(examples[0])[i]: f"{task.choice_answers(examples[0])[i]} ({opt})" for i, opt in enumerate(first)}
+    return {}
+
+
+def score(task: Task, examples: Sequence[Example], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and confusion counts (gold → predicted)."""
+    names = class_names(task, examples)
+
+    def name(ex: Example, answer: str | None) -> str:
+        if answer is None:
+            return "(no answer)"
+        return names.get(answer) or task.class_name(ex, answer)
+
+    correct = 0
+    per_class: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    confusion: dict[str, Counter[str]] = defaultdict(Counter)
+    for ex, rec in zip(examples, records, strict=True):
+        assert ex.answer is not None, "evaluation needs gold answers"
+        ok = task.is_correct(rec["prediction"], ex.answer)
+        rec["gold"] = ex.answer
+        rec["correct"] = ok
+        correct += ok
+        gold_name = name(ex, ex.answer)
+        per_class[gold_name][0] += ok
+        per_class[gold_name][1] += 1
+        confusion[gold_name][name(ex, rec["prediction"])] += 1
+    n = len(records)
+    acc = correct / n if n else 0.0
+    metrics: dict[str, Any] = {
+        "n": n,
+        "correct": correct,
+        "accuracy": acc,
+        "std_error": math.sqrt(acc * (1 - acc) / n) if n else 0.0,
+        "no_answer": sum(r["prediction"] is None for r in records),
+        "per_class": {
+            k: {"n": v[1], "correct": v[0], "accuracy": v[0] / v[1]} for k, v in sorted(per_class.items())
+        },
+        "confusion": {k: dict(sorted(v.items())) for k, v in sorted(confusion.items())},
+        "predicted_distribution": dict(sorted(Counter(name(ex, r["prediction"]) for ex, r in zip(examples, records, strict=True)).items())),
+    }
+    if records and "entropy" in records[0]:
+        metrics["mean_entropy"] = sum(r["entropy"] for r in records) / n
+    return metrics
+
+
+def evaluate(
+    backend: Backend, task: Task, examples: Sequence[Example], *, max_new_tokens: int = 32, desc: str = "eval"
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics and per-item records of the backend's active model on labeled examples."""
+    records = predict(backend, task, examples, max_new_tokens=max_new_tokens, desc=desc)
+    return score(task, examples, records), records
+
+
+def format_comparison(results: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table of accuracy per model, with error reduction against the first row."""
+    rows = ["| model | accuracy | ± s.e. | n | error reduction vs first |", "|---|---|---|---|---|"]
+    base_err = None
+    for label, m in results.items():
+        err = 1 - m["accuracy"]
+        if base_err is None:
+            base_err = err
+            reduction = "—"
+        else:
+            reduction = f"{(base_err - err) / base_err * 100:+.1f} %" if base_err > 0 else "—"
+        rows.append(f"| {label} | {m['accuracy'] * 100:.1f} % | {m['std_error'] * 100:.1f} | {m['n']} | {reduction} |")
+    return "\n".join(rows)
+
+
+def compare_models(
+    backend: Backend,
+    task: Task,
+    examples: Sequence[Example],
+    models: dict[str, str | None],
+    output_dir: str | Path,
+    *,
+    max_new_tokens: int = 32,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate several models (label → adapter name, None = Vanilla) on one loaded backend and
+    write ``metrics.json`` and ``predictions_<label>.jsonl`` to ``output_dir``."""
+    output_dir = Path(output_dir)
+    results: dict[str, dict[str, Any]] = {}
+    for label, adapter in models.items():
+        backend.use_adapter(adapter)
+        metrics, records = evaluate(backend, task, examples, max_new_tokens=max_new_tokens, desc=f"eval {label}")
+        results[label] = metrics
+        atomic_write_jsonl(output_dir / f"predictions_{_slug(label)}.jsonl", records)
+    atomic_write_json(output_dir / "metrics.json", results)
+    return results
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label).strip("_") or "model"
+
+
+def format_per_class(results: dict[str, dict[str, Any]]) -> str:
+    """Per-class accuracy of every model, one Markdown row per class."""
+    labels = list(results)
+    classes = sorted({c for m in results.values() for c in m["per_class"]})
+    rows = ["| class | n | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for c in classes:
+        n = next(m["per_class"][c]["n"] for m in results.values() if c in m["per_class"])
+        accs = [f"{results[lab]['per_class'][c]['accuracy'] * 100:.1f} %" if c in results[lab]["per_class"] else "—" for lab in labels]
+        rows.append(f"| {c} | {n} | " + " | ".join(accs) + " |")
+    return "\n".join(rows)

@@ -1,0 +1,107 @@
+"""In-weight propagation: LoRA supervised fine-tuning on labeled examples.
+
+The config lives here; the training loop itself belongs to each backend (``Backend.train``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from semievol.backends import TrainExample
+from semievol.data import Example
+from semievol.tasks import Task
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/sft"
+    """Where the adapter (PEFT format, safetensors) and its resolved config are written."""
+    epochs: int = 3
+    """Passes over the training data."""
+    learning_rate: float = 5e-4
+    """Peak learning rate of AdamW (after warmup, then cosine decay to 0)."""
+    batch_size: int = 16
+    """Examples per micro-batch (micro-batches group examples of similar length)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (effective batch = batch_size × grad_accum)."""
+    warmup_ratio: float = 0.1
+    """Fraction of optimizer steps spent warming the learning rate up from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the LoRA weights."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables clipping)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: str = "all-linear"
+    """Modules that get LoRA: 'all-linear' or a comma-separated list like 'q_proj,v_proj'."""
+    max_length: int = 1024
+    """Longest training sequence in tokens; longer prompts are cut from the left."""
+    seed: int = 0
+    """Seed of LoRA initialisation, data order and dropout: same seed, same adapter."""
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "max_length")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (0 < self.learning_rate < 1):
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not (0 <= self.warmup_ratio < 1):
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not (0 <= self.lora_dropout < 1):
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError("weight_decay and max_grad_norm must be >= 0")
+        if not self.target_modules.strip():
+            raise ValueError("target_modules must be 'all-linear' or a list of module names")
+
+    def lora_targets(self) -> str | list[str]:
+        if self.target_modules.strip() == "all-linear":
+            return "all-linear"
+        return [m.strip() for m in self.target_modules.split(",") if m.strip()]
+
+
+def sft_examples(task: Task, examples: Sequence[Example]) -> list[TrainExample]:
+    """Training pairs for labeled examples: the task's prompt and its answer reply."""
+    out = []
+    for ex in examples:
+        if ex.answer is None:
+            raise ValueError(f"example {ex.id!r} has no answer; cannot train on it")
+        out.append(TrainExample(task.messages(ex), task.target(ex, ex.answer)))
+    return out
+
+
+def cosine_with_warmup(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier: linear warmup to 1, then cosine decay to 0."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def length_bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng_seed: int, window: int = 50
+) -> list[list[int]]:
+    """Shuffled batches of indices with similar lengths (less padding, still random order).
+
+    Indices are shuffled, cut into windows of ``window`` batches, sorted by length within each
+    window, split into batches, and the batch order is shuffled again.
+    """
+    import random
+
+    rng = random.Random(rng_seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
