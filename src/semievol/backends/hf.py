@@ -161,6 +161,7 @@ class HFBackend:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelLoadError(f"cannot load model {self.path!r}: {first}") from None
         self.model.to(self.device).eval()
+        self._fp32_output_head()
         self.load_seconds = time.perf_counter() - t0
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -170,6 +171,22 @@ class HFBackend:
         self.adapters: dict[str, Path | None] = {}
         self._token_cache: dict[str, list[int]] = {}
         self._choice_cache: dict[tuple[str, ...], list[list[int]]] = {}
+
+    def _fp32_output_head(self) -> None:
+        """Compute logits in float32 even under bf16 autocast: bf16 logits are quantized so
+        coarsely that option probabilities tie (and confidence scores with them). Only the kept
+        positions go through the head, so this costs little."""
+        head = self.model.get_output_embeddings()
+        if head is None or not isinstance(head, torch.nn.Linear):
+            return
+        device_type = self.device.type
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device_type, enabled=False):
+                bias = None if head.bias is None else head.bias.float()
+                return torch.nn.functional.linear(x.float(), head.weight.float(), bias)
+
+        head.forward = forward
 
     # --- prompts and tokens --------------------------------------------------------------------
 

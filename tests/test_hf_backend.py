@@ -1,0 +1,137 @@
+"""Integration tests on a tiny randomly initialised Llama built in the test (seconds each)."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from semievol.backends import ModelConfig, TrainExample
+from semievol.backends.hf import HFBackend
+from semievol.cli import main
+from semievol.errors import ModelLoadError
+from semievol.tasks import TaskConfig, build_task
+from semievol.training import TrainConfig
+
+from .conftest import sentiment_rows
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    # float32 throughout, so padding effects are not hidden in bf16 rounding
+    return HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off"))
+
+
+def prompts(n=7):
+    task = build_task(TaskConfig())
+    from semievol.data import Example
+
+    rows = sentiment_rows(n)
+    exs = [Example(r["id"], r["question"] + " extra" * i, json.loads(r["options"]), r["answer"]) for i, r in enumerate(rows)]
+    return task, exs, [task.messages(e) for e in exs]
+
+
+def test_closed_set_scoring_is_a_distribution_and_batch_independent(backend):
+    task, exs, msgs = prompts()
+    choices = [task.choices(e) for e in exs]
+    batched = backend.score_choices(msgs, choices, progress=False)
+    single = [backend.score_choices([m], [c], progress=False)[0] for m, c in zip(msgs, choices, strict=True)]
+    for b, s in zip(batched, single, strict=True):
+        assert math.isclose(sum(b), 1.0, abs_tol=1e-5)
+        assert b == pytest.approx(s, abs=1e-4)  # left padding must not change the answer
+
+
+def test_first_token_scoring_matches_full_sequence_scoring(backend):
+    task, exs, msgs = prompts(3)
+    with backend._inference() as net:
+        for m, e in zip(msgs, exs, strict=True):
+            fast = backend.score_choices([m], [task.choices(e)], progress=False)[0]
+            full = backend._score_full(net, backend.render(m), tuple(task.choices(e)))
+            assert fast == pytest.approx(full, abs=1e-4)
+
+
+def test_multi_token_candidates_use_full_scoring(backend):
+    _, _, msgs = prompts(2)
+    out = backend.score_choices(msgs, [["review okay", "review great"]] * 2, progress=False)
+    assert all(math.isclose(sum(p), 1.0, abs_tol=1e-5) and len(p) == 2 for p in out)
+
+
+def test_generation_returns_token_logprobs_and_is_seeded(backend):
+    _, _, msgs = prompts(3)
+    greedy = backend.generate(msgs, max_new_tokens=6, progress=False)
+    assert greedy == backend.generate(msgs, max_new_tokens=6, progress=False)
+    sampled = backend.generate(msgs, n=3, temperature=1.0, max_new_tokens=6, seed=1, progress=False)
+    assert [len(g) for g in sampled] == [3, 3, 3]
+    for gens in sampled:
+        for g in gens:
+            assert 1 <= len(g.token_logprobs) <= 6
+            assert all(lp <= 0 for lp in g.token_logprobs)
+    again = backend.generate(msgs, n=3, temperature=1.0, max_new_tokens=6, seed=1, progress=False)
+    assert [[g.text for g in gs] for gs in sampled] == [[g.text for g in gs] for gs in again]
+
+
+def test_embeddings_are_normalised_and_batch_independent(backend):
+    texts = ["a great product", "an awful product overall, really awful", "plain"]
+    emb = backend.embed(texts, progress=False)
+    assert emb.shape == (3, 64)
+    assert torch.allclose(torch.from_numpy(emb).norm(dim=1), torch.ones(3), atol=1e-4)
+    one = backend.embed(texts[1:2], progress=False)[0]
+    assert (abs(one - emb[1]) < 1e-4).all()
+
+
+def test_refuses_pickle_only_checkpoints(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="safetensors only"):
+        HFBackend(ModelConfig(name=str(tmp_path)))
+
+
+def test_training_is_deterministic_under_a_seed(tiny_model_dir, tmp_path):
+    backend = HFBackend(ModelConfig(name=str(tiny_model_dir)))
+    task = build_task(TaskConfig())
+    from semievol.data import Example
+
+    exs = [TrainExample(task.messages(Example(r["id"], r["question"], json.loads(r["options"]))), r["answer"]) for r in sentiment_rows(12)]
+    cfg = TrainConfig(epochs=1, batch_size=4, learning_rate=1e-2, seed=3)
+    weights = []
+    for i, seed in enumerate([3, 3, 4]):
+        cfg.seed = seed
+        result = backend.train(exs, cfg, tmp_path / f"a{i}", progress=False)
+        weights.append(load_file(result.adapter_dir / "adapter_model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_cli_train_then_eval_learns_the_task(tiny_model_dir, sentiment_data, tmp_path):
+    adapter = tmp_path / "sft"
+    common = ["--model.name", str(tiny_model_dir), "--data.id_column", "id"]
+    rc = main(["-q", "train", *common, "--data.labeled", str(sentiment_data["labeled"]), "--train.output_dir", str(adapter),
+               "--train.epochs", "30", "--train.batch_size", "6", "--train.learning_rate", "5e-3", "--train.warmup_ratio", "0.05"])
+    assert rc == 0
+    for name in ["adapter_model.safetensors", "adapter_config.json", "semievol_config.yaml", "training_log.json"]:
+        assert (adapter / name).is_file(), name
+    log = json.loads((adapter / "training_log.json").read_text())
+    assert log["history"][-1]["loss"] < log["history"][0]["loss"] / 2
+
+    out = tmp_path / "eval"
+    rc = main(["-q", "eval", *common, "--data.test", str(sentiment_data["test"]), "--eval.output_dir", str(out),
+               "--eval.adapters", f"[vanilla, {adapter}]"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    vanilla, sft = metrics["vanilla"], metrics[str(adapter)]
+    assert sft["accuracy"] >= 0.8 > vanilla["accuracy"]
+    assert set(sft["per_class"]) == {"A (negative)", "B (neutral)", "C (positive)"}
+    assert sum(sum(row.values()) for row in sft["confusion"].values()) == sft["n"] == 30
+    assert (out / "semievol_config.yaml").is_file()
+    preds = (out / "predictions_vanilla.jsonl").read_text().splitlines()
+    assert len(preds) == 30 and "distribution" in json.loads(preds[0])
+
+    # continuing training from the adapter starts from what it learned
+    rc = main(["-q", "train", *common, "--data.labeled", str(sentiment_data["labeled"]), "--model.adapter", str(adapter),
+               "--train.output_dir", str(tmp_path / "more"), "--train.epochs", "1", "--train.learning_rate", "1e-4"])
+    assert rc == 0
+    more = json.loads((tmp_path / "more" / "training_log.json").read_text())
+    assert more["history"][0]["loss"] < log["history"][0]["loss"] / 2
+    assert more["init_adapter"] == str(adapter)
