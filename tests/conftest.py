@@ -23,7 +23,11 @@ def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None)
     return path
 
 
-SENTIMENT_WORDS = {"A": ["awful", "terrible", "bad"], "B": ["okay", "plain", "normal"], "C": ["great", "superb", "good"]}
+SENTIMENT_WORDS = {
+    "A": ["awful", "terrible", "bad"],
+    "B": ["okay", "plain", "normal"],
+    "C": ["great", "superb", "good"],
+}
 
 
 def sentiment_rows(n: int, start: int = 0) -> list[dict]:
@@ -66,7 +70,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     tok.decoder = decoders.ByteLevel()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", eos_token="<|im_end|>", pad_token="<|im_end|>", bos_token="<|im_start|>"
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        bos_token="<|im_start|>",
     )
     fast.chat_template = CHATML
     fast.save_pretrained(out)
@@ -97,4 +105,3 @@ def sentiment_data(tmp_path: Path) -> dict[str, Path]:
         "labeled": write_csv(tmp_path / "data" / "labeled.csv", sentiment_rows(30)),
         "test": write_csv(tmp_path / "data" / "test.csv", sentiment_rows(30)),
     }
-

@@ -74,8 +74,18 @@ def test_shipped_configs_load():
 
 def test_cli_flag_error_exits_2_without_traceback():
     proc = subprocess.run(
-        [sys.executable, "-m", "semievol", "train", "--train.epochs", "zero", "--model.backend", "dummy"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "semievol",
+            "train",
+            "--train.epochs",
+            "zero",
+            "--model.backend",
+            "dummy",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -85,8 +95,13 @@ def test_cli_flag_error_exits_2_without_traceback():
 def test_help_is_instant_and_imports_no_torch():
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from semievol.cli import main\ntry:\n main(['train','--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'transformers' in sys.modules)"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from semievol.cli import main\ntry:\n main(['train','--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'transformers' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
     )
     elapsed = time.perf_counter() - t0
     assert proc.stdout.strip().endswith("False False")

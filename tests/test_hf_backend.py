@@ -28,7 +28,10 @@ def prompts(n=7):
     from semievol.data import Example
 
     rows = sentiment_rows(n)
-    exs = [Example(r["id"], r["question"] + " extra" * i, json.loads(r["options"]), r["answer"]) for i, r in enumerate(rows)]
+    exs = [
+        Example(r["id"], r["question"] + " extra" * i, json.loads(r["options"]), r["answer"])
+        for i, r in enumerate(rows)
+    ]
     return task, exs, [task.messages(e) for e in exs]
 
 
@@ -36,7 +39,10 @@ def test_closed_set_scoring_is_a_distribution_and_batch_independent(backend):
     task, exs, msgs = prompts()
     choices = [task.choices(e) for e in exs]
     batched = backend.score_choices(msgs, choices, progress=False)
-    single = [backend.score_choices([m], [c], progress=False)[0] for m, c in zip(msgs, choices, strict=True)]
+    single = [
+        backend.score_choices([m], [c], progress=False)[0]
+        for m, c in zip(msgs, choices, strict=True)
+    ]
     for b, s in zip(batched, single, strict=True):
         assert math.isclose(sum(b), 1.0, abs_tol=1e-5)
         assert b == pytest.approx(s, abs=1e-4)  # left padding must not change the answer
@@ -92,7 +98,12 @@ def test_training_is_deterministic_under_a_seed(tiny_model_dir, tmp_path):
     task = build_task(TaskConfig())
     from semievol.data import Example
 
-    exs = [TrainExample(task.messages(Example(r["id"], r["question"], json.loads(r["options"]))), r["answer"]) for r in sentiment_rows(12)]
+    exs = [
+        TrainExample(
+            task.messages(Example(r["id"], r["question"], json.loads(r["options"]))), r["answer"]
+        )
+        for r in sentiment_rows(12)
+    ]
     cfg = TrainConfig(epochs=1, batch_size=4, learning_rate=1e-2, seed=3)
     weights = []
     for i, seed in enumerate([3, 3, 4]):
@@ -107,17 +118,50 @@ def test_training_is_deterministic_under_a_seed(tiny_model_dir, tmp_path):
 def test_cli_train_then_eval_learns_the_task(tiny_model_dir, sentiment_data, tmp_path):
     adapter = tmp_path / "sft"
     common = ["--model.name", str(tiny_model_dir), "--data.id_column", "id"]
-    rc = main(["-q", "train", *common, "--data.labeled", str(sentiment_data["labeled"]), "--train.output_dir", str(adapter),
-               "--train.epochs", "30", "--train.batch_size", "6", "--train.learning_rate", "5e-3", "--train.warmup_ratio", "0.05"])
+    rc = main(
+        [
+            "-q",
+            "train",
+            *common,
+            "--data.labeled",
+            str(sentiment_data["labeled"]),
+            "--train.output_dir",
+            str(adapter),
+            "--train.epochs",
+            "30",
+            "--train.batch_size",
+            "6",
+            "--train.learning_rate",
+            "5e-3",
+            "--train.warmup_ratio",
+            "0.05",
+        ]
+    )
     assert rc == 0
-    for name in ["adapter_model.safetensors", "adapter_config.json", "semievol_config.yaml", "training_log.json"]:
+    for name in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "semievol_config.yaml",
+        "training_log.json",
+    ]:
         assert (adapter / name).is_file(), name
     log = json.loads((adapter / "training_log.json").read_text())
     assert log["history"][-1]["loss"] < log["history"][0]["loss"] / 2
 
     out = tmp_path / "eval"
-    rc = main(["-q", "eval", *common, "--data.test", str(sentiment_data["test"]), "--eval.output_dir", str(out),
-               "--eval.adapters", f"[vanilla, {adapter}]"])
+    rc = main(
+        [
+            "-q",
+            "eval",
+            *common,
+            "--data.test",
+            str(sentiment_data["test"]),
+            "--eval.output_dir",
+            str(out),
+            "--eval.adapters",
+            f"[vanilla, {adapter}]",
+        ]
+    )
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     vanilla, sft = metrics["vanilla"], metrics[str(adapter)]
@@ -129,8 +173,23 @@ def test_cli_train_then_eval_learns_the_task(tiny_model_dir, sentiment_data, tmp
     assert len(preds) == 30 and "distribution" in json.loads(preds[0])
 
     # continuing training from the adapter starts from what it learned
-    rc = main(["-q", "train", *common, "--data.labeled", str(sentiment_data["labeled"]), "--model.adapter", str(adapter),
-               "--train.output_dir", str(tmp_path / "more"), "--train.epochs", "1", "--train.learning_rate", "1e-4"])
+    rc = main(
+        [
+            "-q",
+            "train",
+            *common,
+            "--data.labeled",
+            str(sentiment_data["labeled"]),
+            "--model.adapter",
+            str(adapter),
+            "--train.output_dir",
+            str(tmp_path / "more"),
+            "--train.epochs",
+            "1",
+            "--train.learning_rate",
+            "1e-4",
+        ]
+    )
     assert rc == 0
     more = json.loads((tmp_path / "more" / "training_log.json").read_text())
     assert more["history"][0]["loss"] < log["history"][0]["loss"] / 2

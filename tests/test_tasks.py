@@ -124,7 +124,11 @@ def test_free_form_normalised_match():
 
 def test_custom_task_uses_template_and_pattern():
     task = build_task(
-        TaskConfig(type="custom", prompt_template="Q: {question}\nReply 'Company: X'", answer_pattern=r"Company:\s*(.+)")
+        TaskConfig(
+            type="custom",
+            prompt_template="Q: {question}\nReply 'Company: X'",
+            answer_pattern=r"Company:\s*(.+)",
+        )
     )
     msgs = task.messages(Example("1", "Nokia shares rise", None, "Nokia"))
     assert msgs[-1]["content"] == "Q: Nokia shares rise\nReply 'Company: X'"

@@ -16,10 +16,26 @@ from semievol.errors import SemievolError
 
 COMMANDS = {
     # name: (module, help, sections whose flags it takes)
-    "train": ("semievol.commands.train", "LoRA SFT on the labeled data (in-weight propagation)", ("data", "task", "model", "train")),
-    "eval": ("semievol.commands.evaluate", "evaluate Vanilla and adapters on the test data", ("data", "task", "model", "eval")),
-    "data": ("semievol.commands.data_check", "validate and summarise data: semievol data check", ("data", "task")),
-    "demo": ("semievol.commands.demo", "offline demo: sample task, Vanilla vs SFT on the bundled model", ("model", "train")),
+    "train": (
+        "semievol.commands.train",
+        "LoRA SFT on the labeled data (in-weight propagation)",
+        ("data", "task", "model", "train"),
+    ),
+    "eval": (
+        "semievol.commands.evaluate",
+        "evaluate Vanilla and adapters on the test data",
+        ("data", "task", "model", "eval"),
+    ),
+    "data": (
+        "semievol.commands.data_check",
+        "validate and summarise data: semievol data check",
+        ("data", "task"),
+    ),
+    "demo": (
+        "semievol.commands.demo",
+        "offline demo: sample task, Vanilla vs SFT on the bundled model",
+        ("model", "train"),
+    ),
 }
 
 
@@ -54,10 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_text, sections) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == "data":
-            p.add_argument("action", choices=["check"], help="check: validate every configured split")
-        p.add_argument("--config", help="YAML config file (sections: data, task, model, train, eval)")
+            p.add_argument(
+                "action", choices=["check"], help="check: validate every configured split"
+            )
+        p.add_argument(
+            "--config", help="YAML config file (sections: data, task, model, train, eval)"
+        )
         if name == "demo":
-            p.add_argument("--out", default="runs/demo", help="run directory of the demo [default: runs/demo]")
+            p.add_argument(
+                "--out", default="runs/demo", help="run directory of the demo [default: runs/demo]"
+            )
         _add_section_flags(p, sections)
     return parser
 
@@ -88,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished artifacts are kept, re-run the same command to redo the rest", file=sys.stderr)
+        print(
+            "interrupted; finished artifacts are kept, re-run the same command to redo the rest",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -92,7 +92,11 @@ def _decode(path: Path, data: bytes) -> str:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise DataError(
-            [DataProblem(str(path), f"not valid UTF-8 (byte {e.start}, line {line}); save it as UTF-8")]
+            [
+                DataProblem(
+                    str(path), f"not valid UTF-8 (byte {e.start}, line {line}); save it as UTF-8"
+                )
+            ]
         ) from None
 
 
@@ -168,7 +172,9 @@ def _read_json(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError([DataProblem(str(path), f"invalid JSON at line {e.lineno}: {e.msg}")]) from None
+        raise DataError(
+            [DataProblem(str(path), f"invalid JSON at line {e.lineno}: {e.msg}")]
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
@@ -188,7 +194,11 @@ def _read_parquet(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(
-            [DataProblem(str(path), "reading Parquet needs pyarrow: pip install 'semievol[datasets]'")]
+            [
+                DataProblem(
+                    str(path), "reading Parquet needs pyarrow: pip install 'semievol[datasets]'"
+                )
+            ]
         ) from None
     try:
         table = pq.read_table(path)
@@ -202,7 +212,11 @@ def _read_hf(spec: str, path_label: str) -> tuple[list[dict[str, Any]], list[str
         import datasets
     except ImportError:
         raise DataError(
-            [DataProblem(path_label, "Hugging Face datasets need: pip install 'semievol[datasets]'")]
+            [
+                DataProblem(
+                    path_label, "Hugging Face datasets need: pip install 'semievol[datasets]'"
+                )
+            ]
         ) from None
     try:
         if spec.startswith("hf:"):
@@ -244,7 +258,12 @@ def read_records(source: str) -> tuple[list[dict[str, Any]], list[str]]:
     }
     if suffix not in readers:
         raise DataError(
-            [DataProblem(source, f"unknown file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet")]
+            [
+                DataProblem(
+                    source,
+                    f"unknown file type {suffix!r}; use .csv, .tsv, .jsonl, .json or .parquet",
+                )
+            ]
         )
     rows, columns = readers[suffix]()
     if not rows:
@@ -357,7 +376,7 @@ def load_split(config: DataConfig, split: Split, task: Task) -> list[Example]:
         def problem(column: str | None, message: str, i: int = i) -> None:
             problems.append(DataProblem(source, message, row=i, column=column))
 
-        def text_of(column: str) -> str | None:
+        def text_of(column: str, record: dict[str, Any] = record) -> str | None:
             try:
                 return _cell(record.get(column))
             except TypeError as e:
@@ -372,7 +391,9 @@ def load_split(config: DataConfig, split: Split, task: Task) -> list[Example]:
             options = None
             if task.needs_options:
                 raw_options = record.get(config.options_column)  # type: ignore[arg-type]
-                if raw_options is None or (isinstance(raw_options, float) and raw_options != raw_options):
+                if raw_options is None or (
+                    isinstance(raw_options, float) and raw_options != raw_options
+                ):
                     problem(config.options_column, "options are empty")
                     continue
                 try:
@@ -408,7 +429,10 @@ def load_split(config: DataConfig, split: Split, task: Task) -> list[Example]:
             else:
                 item_id = f"{split}-{i}"
             if item_id in first_row_of_id:
-                problem(config.id_column, f"duplicate id {item_id!r} (first at row {first_row_of_id[item_id]})")
+                problem(
+                    config.id_column,
+                    f"duplicate id {item_id!r} (first at row {first_row_of_id[item_id]})",
+                )
                 continue
             first_row_of_id[item_id] = i
         except _BadCell:
@@ -429,7 +453,9 @@ def _setting_for(config: DataConfig, column: str) -> str:
     return "question_column"
 
 
-def load_splits(config: DataConfig, task: Task, splits: Sequence[Split]) -> dict[str, list[Example]]:
+def load_splits(
+    config: DataConfig, task: Task, splits: Sequence[Split]
+) -> dict[str, list[Example]]:
     """Load several splits, collecting the problems of all of them before failing."""
     out: dict[str, list[Example]] = {}
     problems: list[DataProblem] = []
@@ -452,7 +478,9 @@ def find_overlap(a: Sequence[Example], b: Sequence[Example]) -> int:
 def summarize(examples: Sequence[Example], task: Task, *, audit: bool = False) -> dict[str, Any]:
     """Counts and label distribution of one split."""
     answers = [ex.audit_gold if audit else ex.answer for ex in examples]
-    dist = Counter(task.class_name(ex, a) for ex, a in zip(examples, answers, strict=True) if a is not None)
+    dist = Counter(
+        task.class_name(ex, a) for ex, a in zip(examples, answers, strict=True) if a is not None
+    )
     lengths = [len(ex.question) for ex in examples]
     return {
         "rows": len(examples),

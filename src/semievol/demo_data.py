@@ -90,6 +90,15 @@ FILL = {
 
 QUESTION = "Which team should handle this support ticket?\n\nTicket: {ticket}"
 
+# The demo's task config: answer with the team's name.
+TASK = {"type": "label_set", "labels": TEAMS}
+DATA_COLUMNS = {
+    "id_column": "id",
+    "options_column": None,
+    "answer_column": "team",
+    "unlabeled_gold_column": "team",
+}
+
 
 def _fill(rng: random.Random, template: str) -> str:
     return template.format(**{k: rng.choice(v) for k, v in FILL.items()})
@@ -99,7 +108,6 @@ def make_ticket(rng: random.Random, team: str) -> str:
     problem = _fill(rng, rng.choice(PROBLEMS[team]))
     parts = [
         rng.choice(OPENERS),
-        _fill(rng, rng.choice(CONTEXT)),
         problem[0].upper() + problem[1:] + ".",
         _fill(rng, rng.choice(CONTEXT)),
         _fill(rng, rng.choice(CLOSERS)),
@@ -107,8 +115,14 @@ def make_ticket(rng: random.Random, team: str) -> str:
     return " ".join(p for p in parts if p)
 
 
-def write_demo_data(out_dir: str | Path, *, labeled: int = 120, unlabeled: int = 480, test: int = 200, seed: int = 0) -> dict[str, Path]:
-    """Write labeled / unlabeled / test CSVs (unlabeled keeps its gold column for the audit)."""
+def write_demo_data(
+    out_dir: str | Path, *, labeled: int = 200, unlabeled: int = 600, test: int = 200, seed: int = 0
+) -> dict[str, Path]:
+    """Write labeled / unlabeled / test CSVs (unlabeled keeps its gold columns for the audit).
+
+    The gold team is in two forms: ``team`` (the name, for the label-set task the demo runs) and
+    ``answer`` (the letter of ``options``, to try the same data as multiple choice).
+    """
     rng = random.Random(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,11 +142,12 @@ def write_demo_data(out_dir: str | Path, *, labeled: int = 120, unlabeled: int =
                     "question": QUESTION.format(ticket=ticket),
                     "options": json.dumps(TEAMS),
                     "answer": "ABCD"[team_index],
+                    "team": TEAMS[team_index],
                 }
             )
         path = out / f"{split}.csv"
         with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["id", "question", "options", "answer"])
+            writer = csv.DictWriter(f, fieldnames=["id", "question", "options", "answer", "team"])
             writer.writeheader()
             writer.writerows(rows)
         paths[split] = path

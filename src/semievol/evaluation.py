@@ -43,7 +43,12 @@ def entropy(probs: Sequence[float]) -> float:
 
 
 def predict(
-    backend: Backend, task: Task, examples: Sequence[Example], *, max_new_tokens: int = 32, desc: str = "eval"
+    backend: Backend,
+    task: Task,
+    examples: Sequence[Example],
+    *,
+    max_new_tokens: int = 32,
+    desc: str = "eval",
 ) -> list[dict[str, Any]]:
     """One prediction record per example: answer, confidence, and the distribution if closed-set."""
     prompts = [task.messages(ex) for ex in examples]
@@ -64,7 +69,9 @@ def predict(
                 }
             )
     else:
-        gens = backend.generate(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, desc=desc)  # type: ignore[call-arg]
+        gens = backend.generate(
+            prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, desc=desc
+        )  # type: ignore[call-arg]
         for ex, (gen,) in zip(examples, gens, strict=True):
             records.append(
                 {
@@ -81,11 +88,16 @@ def class_names(task: Task, examples: Sequence[Example]) -> dict[str, str]:
     """Readable class names: 'B (neutral)' when every item has the same options, else the answer."""
     first = examples[0].options if examples else None
     if first and all(ex.options == first for ex in examples):
-        return {task.choice_answers(examples[0])[i]: f"{task.choice_answers(examples[0])[i]} ({opt})" for i, opt in enumerate(first)}
+        return {
+            task.choice_answers(examples[0])[i]: f"{task.choice_answers(examples[0])[i]} ({opt})"
+            for i, opt in enumerate(first)
+        }
     return {}
 
 
-def score(task: Task, examples: Sequence[Example], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def score(
+    task: Task, examples: Sequence[Example], records: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
     """Accuracy, per-class accuracy and confusion counts (gold → predicted)."""
     names = class_names(task, examples)
 
@@ -116,10 +128,17 @@ def score(task: Task, examples: Sequence[Example], records: Sequence[dict[str, A
         "std_error": math.sqrt(acc * (1 - acc) / n) if n else 0.0,
         "no_answer": sum(r["prediction"] is None for r in records),
         "per_class": {
-            k: {"n": v[1], "correct": v[0], "accuracy": v[0] / v[1]} for k, v in sorted(per_class.items())
+            k: {"n": v[1], "correct": v[0], "accuracy": v[0] / v[1]}
+            for k, v in sorted(per_class.items())
         },
         "confusion": {k: dict(sorted(v.items())) for k, v in sorted(confusion.items())},
-        "predicted_distribution": dict(sorted(Counter(name(ex, r["prediction"]) for ex, r in zip(examples, records, strict=True)).items())),
+        "predicted_distribution": dict(
+            sorted(
+                Counter(
+                    name(ex, r["prediction"]) for ex, r in zip(examples, records, strict=True)
+                ).items()
+            )
+        ),
     }
     if records and "entropy" in records[0]:
         metrics["mean_entropy"] = sum(r["entropy"] for r in records) / n
@@ -127,7 +146,12 @@ def score(task: Task, examples: Sequence[Example], records: Sequence[dict[str, A
 
 
 def evaluate(
-    backend: Backend, task: Task, examples: Sequence[Example], *, max_new_tokens: int = 32, desc: str = "eval"
+    backend: Backend,
+    task: Task,
+    examples: Sequence[Example],
+    *,
+    max_new_tokens: int = 32,
+    desc: str = "eval",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics and per-item records of the backend's active model on labeled examples."""
     records = predict(backend, task, examples, max_new_tokens=max_new_tokens, desc=desc)
@@ -145,7 +169,9 @@ def format_comparison(results: dict[str, dict[str, Any]]) -> str:
             reduction = "—"
         else:
             reduction = f"{(base_err - err) / base_err * 100:+.1f} %" if base_err > 0 else "—"
-        rows.append(f"| {label} | {m['accuracy'] * 100:.1f} % | {m['std_error'] * 100:.1f} | {m['n']} | {reduction} |")
+        rows.append(
+            f"| {label} | {m['accuracy'] * 100:.1f} % | {m['std_error'] * 100:.1f} | {m['n']} | {reduction} |"
+        )
     return "\n".join(rows)
 
 
@@ -164,7 +190,9 @@ def compare_models(
     results: dict[str, dict[str, Any]] = {}
     for label, adapter in models.items():
         backend.use_adapter(adapter)
-        metrics, records = evaluate(backend, task, examples, max_new_tokens=max_new_tokens, desc=f"eval {label}")
+        metrics, records = evaluate(
+            backend, task, examples, max_new_tokens=max_new_tokens, desc=f"eval {label}"
+        )
         results[label] = metrics
         atomic_write_jsonl(output_dir / f"predictions_{_slug(label)}.jsonl", records)
     atomic_write_json(output_dir / "metrics.json", results)
@@ -182,6 +210,11 @@ def format_per_class(results: dict[str, dict[str, Any]]) -> str:
     rows = ["| class | n | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
     for c in classes:
         n = next(m["per_class"][c]["n"] for m in results.values() if c in m["per_class"])
-        accs = [f"{results[lab]['per_class'][c]['accuracy'] * 100:.1f} %" if c in results[lab]["per_class"] else "—" for lab in labels]
+        accs = [
+            f"{results[lab]['per_class'][c]['accuracy'] * 100:.1f} %"
+            if c in results[lab]["per_class"]
+            else "—"
+            for lab in labels
+        ]
         rows.append(f"| {c} | {n} | " + " | ".join(accs) + " |")
     return "\n".join(rows)

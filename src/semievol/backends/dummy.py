@@ -50,7 +50,10 @@ class DummyBackend:
         return self.adapters[self.active] if self.active is not None else {}
 
     def score_choices(
-        self, prompts: Sequence[Sequence[dict[str, str]]], choices: Sequence[Sequence[str]], **_: Any
+        self,
+        prompts: Sequence[Sequence[dict[str, str]]],
+        choices: Sequence[Sequence[str]],
+        **_: Any,
     ) -> list[list[float]]:
         self.calls["score_choices"] += len(prompts)
         out = []
@@ -136,8 +139,12 @@ class DummyBackend:
             atomic_write_json(tmp / "memory.json", memory)
             atomic_write_json(tmp / "adapter_config.json", {"backend": "dummy"})
             if resolved_config is not None:
-                (tmp / "semievol_config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
+                (tmp / "semievol_config.yaml").write_text(
+                    yaml.safe_dump(resolved_config, sort_keys=False)
+                )
         name = f"adapter{len(self.adapters)}"
         self.adapters[name] = memory
         self.active = name
-        return TrainResult(output_dir, name, len(examples), config.epochs, 0.0, 0, time.perf_counter() - t0)
+        return TrainResult(
+            output_dir, name, len(examples), config.epochs, 0.0, 0, time.perf_counter() - t0
+        )

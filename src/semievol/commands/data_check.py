@@ -20,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
     data = load_splits(cfg.data, task, splits)  # raises DataError listing every problem
     summary = {}
     for split, examples in data.items():
-        summary[split] = {"file": cfg.data.path_of(split), **summarize(examples, task, audit=split == "unlabeled")}
+        summary[split] = {
+            "file": cfg.data.path_of(split),
+            **summarize(examples, task, audit=split == "unlabeled"),
+        }
         if split == "unlabeled":
             summary[split]["gold_for_audit"] = summary[split].pop("with_answer")
     print(json.dumps(summary, indent=2, ensure_ascii=False))

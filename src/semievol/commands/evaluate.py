@@ -22,10 +22,17 @@ def run(args: argparse.Namespace) -> int:
         if spec != "vanilla" and not Path(spec).is_dir():
             from semievol.errors import ConfigError
 
-            raise ConfigError(f"eval.adapters: {spec!r} is neither 'vanilla' nor an adapter directory")
+            raise ConfigError(
+                f"eval.adapters: {spec!r} is neither 'vanilla' nor an adapter directory"
+            )
     backend = build_backend(dataclasses.replace(cfg.model, adapter=None))
-    models = {spec: (None if spec == "vanilla" else backend.load_adapter(spec)) for spec in cfg.eval.adapters}
-    results = compare_models(backend, task, test, models, cfg.eval.output_dir, max_new_tokens=cfg.eval.max_new_tokens)
+    models = {
+        spec: (None if spec == "vanilla" else backend.load_adapter(spec))
+        for spec in cfg.eval.adapters
+    }
+    results = compare_models(
+        backend, task, test, models, cfg.eval.output_dir, max_new_tokens=cfg.eval.max_new_tokens
+    )
     dump_config(cfg, Path(cfg.eval.output_dir) / "semievol_config.yaml")
     print(format_comparison(results))
     print()

@@ -1,0 +1,72 @@
+"""The CLI flow above the model, on the deterministic dummy backend (no torch needed)."""
+
+import json
+
+import yaml
+
+from semievol.cli import main
+
+
+def test_train_then_eval_with_dummy_backend(sentiment_data, tmp_path):
+    adapter = tmp_path / "sft"
+    common = ["-q", "train", "--model.backend", "dummy", "--data.id_column", "id"]
+    assert (
+        main(
+            [
+                *common,
+                "--data.labeled",
+                str(sentiment_data["labeled"]),
+                "--train.output_dir",
+                str(adapter),
+            ]
+        )
+        == 0
+    )
+    saved = yaml.safe_load((adapter / "semievol_config.yaml").read_text())
+    assert saved["train"]["output_dir"] == str(adapter) and saved["model"]["backend"] == "dummy"
+
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "-q",
+                "eval",
+                "--model.backend",
+                "dummy",
+                "--data.id_column",
+                "id",
+                "--data.test",
+                str(sentiment_data["test"]),
+                "--eval.output_dir",
+                str(out),
+                "--eval.adapters",
+                f"[vanilla, {adapter}]",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics[str(adapter)]["accuracy"] == 1.0  # the dummy memorises its training prompts
+    assert metrics["vanilla"]["accuracy"] < 1.0
+    assert metrics[str(adapter)]["confusion"]["C (positive)"] == {"C (positive)": 10}
+
+
+def test_eval_rejects_a_missing_adapter_before_loading(sentiment_data, tmp_path, capsys):
+    rc = main(
+        [
+            "eval",
+            "--model.backend",
+            "dummy",
+            "--data.test",
+            str(sentiment_data["test"]),
+            "--eval.adapters",
+            f"[{tmp_path / 'nope'}]",
+        ]
+    )
+    assert rc == 2
+    assert "neither 'vanilla' nor an adapter directory" in capsys.readouterr().err
+
+
+def test_train_without_labeled_data_is_a_clear_error(capsys):
+    assert main(["train", "--model.backend", "dummy"]) == 2
+    assert capsys.readouterr().err.strip() == "error: data.labeled: no file configured"
