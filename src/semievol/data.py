@@ -10,6 +10,7 @@ only the pseudo-label audit reads.
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import io
 import json
@@ -328,8 +329,69 @@ def _cell(value: Any) -> str | None:
     raise TypeError(type(value).__name__)
 
 
-class _BadCell(Exception):
-    """A cell of the wrong type; already reported."""
+class _BadRow(Exception):
+    """The row has a problem, already recorded; skip it."""
+
+
+def _parse_row(
+    record: dict[str, Any],
+    row: int,
+    split: Split,
+    config: DataConfig,
+    task: Task,
+    gold_column: str | None,
+    problems: list[tuple[str | None, str]],
+) -> Example | None:
+    """One validated Example, or None with (column, message) pairs appended to ``problems``."""
+
+    def fail(column: str | None, message: str) -> _BadRow:
+        problems.append((column, message))
+        return _BadRow()
+
+    def text_of(column: str) -> str | None:
+        try:
+            return _cell(record.get(column))
+        except TypeError as e:
+            raise fail(column, f"expected text, got a {e}") from None
+
+    try:
+        question = text_of(config.question_column)
+        if question is None:
+            raise fail(config.question_column, "question is empty")
+        options = None
+        if task.needs_options:
+            raw_options = record.get(config.options_column)  # type: ignore[arg-type]
+            if raw_options is None or (
+                isinstance(raw_options, float) and raw_options != raw_options
+            ):
+                raise fail(config.options_column, "options are empty")
+            try:
+                options = parse_options(raw_options)
+            except ValueError as e:
+                raise fail(config.options_column, str(e)) from None
+        answer = audit_gold = None
+        raw_answer = text_of(gold_column) if gold_column else None
+        if split == "unlabeled":
+            if raw_answer is not None:
+                # a bad audit label only loses that item's audit
+                with contextlib.suppress(ValueError):
+                    audit_gold = task.parse_gold(raw_answer, options)
+        elif raw_answer is None:
+            raise fail(gold_column, "answer is empty")
+        else:
+            try:
+                answer = task.parse_gold(raw_answer, options)
+            except ValueError as e:
+                raise fail(gold_column, str(e)) from None
+        item_id = f"{split}-{row}"
+        if config.id_column:
+            raw_id = text_of(config.id_column)
+            if raw_id is None:
+                raise fail(config.id_column, "id is empty")
+            item_id = raw_id.strip()
+    except _BadRow:
+        return None
+    return Example(item_id, question, options, answer, audit_gold)
 
 
 def load_split(config: DataConfig, split: Split, task: Task) -> list[Example]:
@@ -372,72 +434,23 @@ def load_split(config: DataConfig, split: Split, task: Task) -> list[Example]:
     examples: list[Example] = []
     first_row_of_id: dict[str, int] = {}
     for i, record in enumerate(rows, start=1):
-
-        def problem(column: str | None, message: str, i: int = i) -> None:
-            problems.append(DataProblem(source, message, row=i, column=column))
-
-        def text_of(column: str, record: dict[str, Any] = record) -> str | None:
-            try:
-                return _cell(record.get(column))
-            except TypeError as e:
-                problem(column, f"expected text, got a {e}")
-                raise _BadCell from None
-
-        try:
-            question = text_of(config.question_column)
-            if question is None:
-                problem(config.question_column, "question is empty")
-                continue
-            options = None
-            if task.needs_options:
-                raw_options = record.get(config.options_column)  # type: ignore[arg-type]
-                if raw_options is None or (
-                    isinstance(raw_options, float) and raw_options != raw_options
-                ):
-                    problem(config.options_column, "options are empty")
-                    continue
-                try:
-                    options = parse_options(raw_options)
-                except ValueError as e:
-                    problem(config.options_column, str(e))
-                    continue
-            answer = audit_gold = None
-            if has_gold:
-                raw_answer = text_of(gold_column)  # type: ignore[arg-type]
-                if raw_answer is None:
-                    if needs_answer:
-                        problem(gold_column, "answer is empty")
-                        continue
-                else:
-                    try:
-                        parsed = task.parse_gold(raw_answer, options)
-                    except ValueError as e:
-                        if needs_answer:
-                            problem(gold_column, str(e))
-                            continue
-                        parsed = None  # a bad audit label only loses that item's audit
-                    if needs_answer:
-                        answer = parsed
-                    else:
-                        audit_gold = parsed
-            if config.id_column:
-                item_id = text_of(config.id_column)
-                if item_id is None:
-                    problem(config.id_column, "id is empty")
-                    continue
-                item_id = item_id.strip()
-            else:
-                item_id = f"{split}-{i}"
-            if item_id in first_row_of_id:
-                problem(
+        found: list[tuple[str | None, str]] = []
+        example = _parse_row(
+            record, i, split, config, task, gold_column if has_gold else None, found
+        )
+        if example is not None and example.id in first_row_of_id:
+            found.append(
+                (
                     config.id_column,
-                    f"duplicate id {item_id!r} (first at row {first_row_of_id[item_id]})",
+                    f"duplicate id {example.id!r} (first at row {first_row_of_id[example.id]})",
                 )
-                continue
-            first_row_of_id[item_id] = i
-        except _BadCell:
-            continue
-        examples.append(Example(item_id, question, options, answer, audit_gold))
+            )
+        elif example is not None:
+            first_row_of_id[example.id] = i
+            examples.append(example)
+        problems.extend(
+            DataProblem(source, message, row=i, column=column) for column, message in found
+        )
     if problems:
         shown = problems[:MAX_PROBLEMS_SHOWN]
         if len(problems) > len(shown):
