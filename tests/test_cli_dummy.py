@@ -75,12 +75,51 @@ def test_train_without_labeled_data_is_a_clear_error(capsys):
 def test_free_form_eval_goes_through_generation_and_extraction(tmp_path):
     from tests.conftest import write_csv
 
-    rows = [{"id": str(i), "question": f"What is {i} / 4?", "answer": f"{i / 4}"} for i in range(1, 9)]
+    rows = [
+        {"id": str(i), "question": f"What is {i} / 4?", "answer": f"{i / 4}"} for i in range(1, 9)
+    ]
     data = write_csv(tmp_path / "num.csv", rows)
-    flags = ["--model.backend", "dummy", "--task.type", "numeric", "--data.options_column", "null", "--data.id_column", "id"]
-    assert main(["-q", "train", *flags, "--data.labeled", str(data), "--train.output_dir", str(tmp_path / "a")]) == 0
+    flags = [
+        "--model.backend",
+        "dummy",
+        "--task.type",
+        "numeric",
+        "--data.options_column",
+        "null",
+        "--data.id_column",
+        "id",
+    ]
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                *flags,
+                "--data.labeled",
+                str(data),
+                "--train.output_dir",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "eval"
-    assert main(["-q", "eval", *flags, "--data.test", str(data), "--eval.output_dir", str(out), "--eval.adapters", f"[vanilla, {tmp_path / 'a'}]"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "eval",
+                *flags,
+                "--data.test",
+                str(data),
+                "--eval.output_dir",
+                str(out),
+                "--eval.adapters",
+                f"[vanilla, {tmp_path / 'a'}]",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics[str(tmp_path / "a")]["accuracy"] == 1.0  # '0.25' kept its decimal point
     assert metrics["vanilla"]["accuracy"] == 0.0

@@ -288,5 +288,5 @@ def test_cli_data_check_summary_and_leakage_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout[: proc.stdout.index("\n}") + 2])
     assert summary["labeled"]["rows"] == 2
-    assert summary["labeled"]["label_distribution"] == {"A": 1, "B": 1}
-    assert "warning: 1 test questions also appear in labeled" in proc.stdout
+    assert summary["labeled"]["label_distribution"] == {"A (neg)": 1, "B (neu)": 1}
+    assert "warning: 1 test items also appear in labeled" in proc.stdout

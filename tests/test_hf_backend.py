@@ -48,19 +48,38 @@ def test_closed_set_scoring_is_a_distribution_and_batch_independent(backend):
         assert b == pytest.approx(s, abs=1e-4)  # left padding must not change the answer
 
 
-def test_first_token_scoring_matches_full_sequence_scoring(backend):
+def naive_reply_logprob(backend, prompt_ids, reply_ids):
+    ids = torch.tensor([prompt_ids + reply_ids])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(backend.model(input_ids=ids).logits[0].float(), -1)
+    start = len(prompt_ids)
+    return sum(logprobs[start - 1 + j, t].item() for j, t in enumerate(reply_ids))
+
+
+def test_sequence_scoring_matches_naive_unbatched_scoring(backend):
+    _, _, msgs = prompts(5)
+    cands = ["okay", "great review overall", "bad"]
+    fast = backend.score_choices(msgs, [cands] * 5, full_sequence=True, progress=False)
+    for m, dist in zip(msgs, fast, strict=True):
+        text = backend.render(m)
+        logps = torch.tensor(
+            [
+                naive_reply_logprob(backend, backend.tokens(text), backend._reply_tokens(text, c))
+                for c in cands
+            ]
+        )
+        assert dist == pytest.approx(torch.softmax(logps, 0).tolist(), abs=1e-4)
+
+
+def test_first_token_scoring_matches_naive_next_token_probabilities(backend):
     task, exs, msgs = prompts(3)
-    with backend._inference() as net:
-        for m, e in zip(msgs, exs, strict=True):
-            fast = backend.score_choices([m], [task.choices(e)], progress=False)[0]
-            full = backend._score_full(net, backend.render(m), tuple(task.choices(e)))
-            assert fast == pytest.approx(full, abs=1e-4)
-
-
-def test_multi_token_candidates_use_full_scoring(backend):
-    _, _, msgs = prompts(2)
-    out = backend.score_choices(msgs, [["review okay", "review great"]] * 2, progress=False)
-    assert all(math.isclose(sum(p), 1.0, abs_tol=1e-5) and len(p) == 2 for p in out)
+    for m, e in zip(msgs, exs, strict=True):
+        fast = backend.score_choices([m], [task.choices(e)], progress=False)[0]
+        ids = torch.tensor([backend.tokens(backend.render(m))])
+        with torch.no_grad():
+            logits = backend.model(input_ids=ids).logits[0, -1].float()
+        letters = [backend.tokens(backend.render(m) + c)[-1] for c in task.choices(e)]
+        assert fast == pytest.approx(torch.softmax(logits[letters], 0).tolist(), abs=1e-4)
 
 
 def test_generation_returns_token_logprobs_and_is_seeded(backend):
@@ -194,3 +213,20 @@ def test_cli_train_then_eval_learns_the_task(tiny_model_dir, sentiment_data, tmp
     more = json.loads((tmp_path / "more" / "training_log.json").read_text())
     assert more["history"][0]["loss"] < log["history"][0]["loss"] / 2
     assert more["init_adapter"] == str(adapter)
+
+
+def test_unreachable_hub_name_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="cannot load model 'no-such-org/no-such-model'"):
+        HFBackend(ModelConfig(name="no-such-org/no-such-model"))
+
+
+def test_missing_gguf_and_non_adapter_dirs(tmp_path, backend):
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        HFBackend(ModelConfig(name=str(tmp_path / "model.gguf")))
+    with pytest.raises(ModelLoadError, match="not a LoRA adapter directory"):
+        backend.load_adapter(tmp_path)
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.bin").write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match="safetensors only"):
+        backend.load_adapter(tmp_path)

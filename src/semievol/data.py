@@ -482,17 +482,28 @@ def load_splits(
     return out
 
 
+def _item_key(ex: Example) -> str:
+    # Question and options: "Which of the following is true?" with other options is another item.
+    parts = [ex.question, *(ex.options or [])]
+    return "\x1f".join(" ".join(p.lower().split()) for p in parts)
+
+
 def find_overlap(a: Sequence[Example], b: Sequence[Example]) -> int:
-    """Number of items of ``b`` whose question also appears in ``a`` (leakage check)."""
-    seen = {" ".join(ex.question.lower().split()) for ex in a}
-    return sum(" ".join(ex.question.lower().split()) in seen for ex in b)
+    """Number of items of ``b`` that also appear in ``a`` (same question and options: leakage)."""
+    seen = {_item_key(ex) for ex in a}
+    return sum(_item_key(ex) in seen for ex in b)
 
 
 def summarize(examples: Sequence[Example], task: Task, *, audit: bool = False) -> dict[str, Any]:
     """Counts and label distribution of one split."""
+    from semievol.tasks import class_names
+
+    names = class_names(task, examples)
     answers = [ex.audit_gold if audit else ex.answer for ex in examples]
     dist = Counter(
-        task.class_name(ex, a) for ex, a in zip(examples, answers, strict=True) if a is not None
+        names.get(a) or task.class_name(ex, a)
+        for ex, a in zip(examples, answers, strict=True)
+        if a is not None
     )
     lengths = [len(ex.question) for ex in examples]
     return {

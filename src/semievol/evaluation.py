@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
 from semievol.io import atomic_write_json, atomic_write_jsonl
-from semievol.tasks import Task
+from semievol.tasks import Task, class_names
 
 if TYPE_CHECKING:
     from semievol.backends import Backend
@@ -55,7 +55,9 @@ def predict(
     choices = [task.choices(ex) for ex in examples]
     records: list[dict[str, Any]] = []
     if all(c is not None for c in choices):
-        dists = backend.score_choices(prompts, choices, desc=desc)  # type: ignore[arg-type, call-arg]
+        dists = backend.score_choices(
+            prompts, choices, full_sequence=task.full_sequence_scoring, desc=desc
+        )  # type: ignore[arg-type, call-arg]
         for ex, dist in zip(examples, dists, strict=True):
             answers = task.choice_answers(ex)
             best = max(range(len(dist)), key=dist.__getitem__)
@@ -82,17 +84,6 @@ def predict(
                 }
             )
     return records
-
-
-def class_names(task: Task, examples: Sequence[Example]) -> dict[str, str]:
-    """Readable class names: 'B (neutral)' when every item has the same options, else the answer."""
-    first = examples[0].options if examples else None
-    if first and all(ex.options == first for ex in examples):
-        return {
-            task.choice_answers(examples[0])[i]: f"{task.choice_answers(examples[0])[i]} ({opt})"
-            for i, opt in enumerate(first)
-        }
-    return {}
 
 
 def score(

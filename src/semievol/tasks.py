@@ -47,6 +47,12 @@ class TaskConfig:
     answer_pattern: str | None = None
     """Regular expression whose first group extracts the answer from generated text (tried
     before the task type's own extraction)."""
+    scoring: Literal["auto", "first_token", "sequence"] = "auto"
+    """How closed-set answers are scored. first_token: next-token probabilities of the
+    candidates' first tokens (one pass; right for option letters); sequence: probability of each
+    whole reply including its end-of-turn marker (a cached second pass; fair to labels whose
+    first tokens differ in prior, e.g. 'Billing' starts with the letter 'B'). auto: first_token
+    for multiple_choice, sequence for label_set."""
     numeric_rel_tol: float = 1e-4
     """Relative tolerance of numeric answers."""
     numeric_abs_tol: float = 1e-6
@@ -84,6 +90,7 @@ class Task(Protocol):
 
     config: TaskConfig
     needs_options: bool
+    full_sequence_scoring: bool
 
     def parse_gold(self, raw: str, options: Sequence[str] | None) -> str:
         """Canonical answer from a data cell; ValueError with a user-facing reason if invalid."""
@@ -179,6 +186,12 @@ class _Base:
 
     def target(self, ex: Example, answer: str) -> str:
         return answer
+
+    @property
+    def full_sequence_scoring(self) -> bool:
+        if self.config.scoring == "auto":
+            return self.config.type == "label_set"
+        return self.config.scoring == "sequence"
 
     def choices(self, ex: Example) -> list[str] | None:
         return None
@@ -376,6 +389,17 @@ class FreeFormTask(_Base):
 
     def is_correct(self, pred: str | None, gold: str) -> bool:
         return pred is not None and _normalise(pred) == _normalise(gold)
+
+
+def class_names(task: Task, examples: Sequence[Example]) -> dict[str, str]:
+    """Readable class names: 'B (neutral)' when every item has the same options, else the answer."""
+    first = examples[0].options if examples else None
+    if first and all(ex.options == first for ex in examples):
+        return {
+            task.choice_answers(examples[0])[i]: f"{task.choice_answers(examples[0])[i]} ({opt})"
+            for i, opt in enumerate(first)
+        }
+    return {}
 
 
 def build_task(config: TaskConfig) -> Task:

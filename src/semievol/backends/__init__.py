@@ -98,9 +98,14 @@ class Backend(Protocol):
         ...
 
     def score_choices(
-        self, prompts: Sequence[Sequence[dict[str, str]]], choices: Sequence[Sequence[str]]
+        self,
+        prompts: Sequence[Sequence[dict[str, str]]],
+        choices: Sequence[Sequence[str]],
+        *,
+        full_sequence: bool = False,
     ) -> list[list[float]]:
-        """For each prompt, the probability of each of its candidate replies (sums to 1)."""
+        """For each prompt, the probability of each of its candidate replies (sums to 1):
+        from the first token of each reply, or from whole replies when ``full_sequence``."""
         ...
 
     def generate(

@@ -287,23 +287,30 @@ class HFBackend:
         prompts: Sequence[Sequence[dict[str, str]]],
         choices: Sequence[Sequence[str]],
         *,
+        full_sequence: bool = False,
         progress: bool = True,
         desc: str = "scoring",
     ) -> list[list[float]]:
-        """Distribution over candidate replies. When the candidates' first tokens differ (option
-        letters, most label sets) one forward pass per prompt gives it: the next-token
-        distribution restricted to those tokens. Otherwise each candidate is scored in full."""
+        """Distribution over candidate replies.
+
+        First-token mode (option letters): the next-token distribution restricted to the
+        candidates' first tokens, one forward pass per prompt. It needs distinct first tokens;
+        otherwise, and in ``full_sequence`` mode, each candidate is scored as the whole reply the
+        model is trained to give (reply + end-of-turn), continuing one cached pass over the prompt.
+        """
         texts = [self.render(p) for p in prompts]
         out: list[list[float] | None] = [None] * len(texts)
         first_token: list[int] = []
-        full: list[int] = []
+        by_choices: dict[tuple[str, ...], list[int]] = {}
         for i, (text, ch) in enumerate(zip(texts, choices, strict=True)):
-            toks = self._choice_tokens(text, tuple(ch))
-            firsts = [t[0] for t in toks]
-            (first_token if len(set(firsts)) == len(firsts) else full).append(i)
+            firsts = [t[0] for t in self._choice_tokens(text, tuple(ch))]
+            if not full_sequence and len(set(firsts)) == len(firsts):
+                first_token.append(i)
+            else:
+                by_choices.setdefault(tuple(ch), []).append(i)
         bar = tqdm(total=len(texts), desc=desc, unit="q", disable=not progress, dynamic_ncols=True)
-        lengths = [len(self.tokens(texts[i])) for i in first_token]
         with self._inference() as net:
+            lengths = [len(self.tokens(texts[i])) for i in first_token]
             for batch in self._batches(lengths, self.config.batch_size):
                 idx = [first_token[b] for b in batch]
                 ids, mask, pos = self._left_pad([self.tokens(texts[i]) for i in idx])
@@ -315,28 +322,69 @@ class HFBackend:
                     cand = [t[0] for t in self._choice_tokens(texts[i], tuple(choices[i]))]
                     out[i] = torch.softmax(logprobs[row, cand], dim=-1).tolist()
                 bar.update(len(idx))
-            for i in full:
-                out[i] = self._score_full(net, texts[i], tuple(choices[i]))
-                bar.update(1)
+            for ch, members in by_choices.items():
+                replies = [self._reply_tokens(texts[members[0]], c) for c in ch]
+                per_batch = max(1, self.config.batch_size // len(ch))
+                lengths = [len(self.tokens(texts[i])) for i in members]
+                for batch in self._batches(lengths, per_batch):
+                    idx = [members[b] for b in batch]
+                    scores = self._score_sequences(
+                        net, [self.tokens(texts[i]) for i in idx], replies
+                    )
+                    for row, i in enumerate(idx):
+                        out[i] = scores[row]
+                    bar.update(len(idx))
         bar.close()
         return out  # type: ignore[return-value]
 
-    def _score_full(self, net: Any, prompt: str, choices: tuple[str, ...]) -> list[float]:
-        base = self.tokens(prompt)
-        cands = self._choice_tokens(prompt, choices)
-        ids, mask, pos = self._left_pad([base + c for c in cands])
-        width = max(len(c) for c in cands)
-        logits = net(
-            input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1
-        ).logits
-        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        totals = []
-        for row, c in enumerate(cands):
-            lp = logprobs[row, width - len(c) :].gather(
-                -1, torch.tensor(c, device=self.device)[:, None]
-            )
-            totals.append(lp.sum())
-        return torch.softmax(torch.stack(totals), dim=-1).tolist()
+    def _reply_tokens(self, prompt: str, reply: str) -> list[int]:
+        """Tokens of a reply as trained: the reply and the end-of-turn marker."""
+        key = ("\x00reply", reply)
+        cached = self._choice_cache.get(key)
+        if cached is None:
+            _, completion = self._reply_suffix([{"role": "user", "content": ""}], reply)
+            cached = [self.tokenizer(completion, add_special_tokens=False)["input_ids"]]
+            self._choice_cache[key] = cached
+        return cached[0]
+
+    def _score_sequences(
+        self, net: Any, prompts: list[list[int]], replies: list[list[int]]
+    ) -> list[list[float]]:
+        """Softmax over candidates of log P(reply | prompt), summed over the reply's tokens.
+
+        The prompts run once; their KV cache is repeated for every candidate, and all
+        candidates continue from it in a single second pass.
+        """
+        n_cand, width = len(replies), max(len(r) for r in replies)
+        ids, mask, pos = self._left_pad(prompts)
+        first = net(
+            input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1
+        )
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(n_cand)
+        batch = len(prompts) * n_cand
+        cand = torch.full((batch, width), self.pad_id, dtype=torch.long, device=self.device)
+        cand_mask = torch.zeros((batch, width), dtype=torch.long, device=self.device)
+        for row in range(batch):
+            reply = replies[row % n_cand]
+            cand[row, : len(reply)] = torch.tensor(reply, device=self.device)
+            cand_mask[row, : len(reply)] = 1
+        prompt_mask = mask.repeat_interleave(n_cand, dim=0)
+        start = prompt_mask.sum(-1, keepdim=True)
+        positions = start + torch.arange(width, device=self.device)[None, :]
+        second = net(
+            input_ids=cand,
+            attention_mask=torch.cat([prompt_mask, cand_mask], dim=-1),
+            position_ids=positions,
+            past_key_values=cache,
+        )
+        # token j of a reply is predicted by the prompt's last logits (j=0) or reply token j-1
+        logits = torch.cat(
+            [first.logits[:, -1:].repeat_interleave(n_cand, dim=0), second.logits[:, :-1]], dim=1
+        )
+        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, cand[..., None])[..., 0]
+        totals = (logprobs * cand_mask).sum(-1).view(len(prompts), n_cand)
+        return torch.softmax(totals, dim=-1).tolist()
 
     # --- generation ----------------------------------------------------------------------------
 

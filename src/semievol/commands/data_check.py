@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
         for b in names[i + 1 :]:
             overlap = find_overlap(data[a], data[b])
             if overlap:
-                print(f"warning: {overlap} {b} questions also appear in {a} (leakage)")
+                print(
+                    f"warning: {overlap} {b} items also appear in {a} (same question and options: leakage)"
+                )
     print("ok: " + ", ".join(f"{s} {len(data[s])} rows" for s in names))
     return 0
