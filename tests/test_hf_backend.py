@@ -216,7 +216,9 @@ def test_cli_train_then_eval_learns_the_task(tiny_model_dir, sentiment_data, tmp
 
 
 def test_unreachable_hub_name_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
     with pytest.raises(ModelLoadError, match="cannot load model 'no-such-org/no-such-model'"):
         HFBackend(ModelConfig(name="no-such-org/no-such-model"))
 
@@ -230,3 +232,17 @@ def test_missing_gguf_and_non_adapter_dirs(tmp_path, backend):
     (tmp_path / "adapter_model.bin").write_bytes(b"x")
     with pytest.raises(ModelLoadError, match="safetensors only"):
         backend.load_adapter(tmp_path)
+
+
+def test_generated_token_logprobs_are_the_models_own(backend):
+    _, _, msgs = prompts(2)
+    for temperature in (0.0, 1.5):
+        gens = backend.generate(
+            msgs, n=2, temperature=temperature, max_new_tokens=4, seed=0, progress=False
+        )
+        for m, gs in zip(msgs, gens, strict=True):
+            for g in gs:
+                assert len(g.token_ids) == len(g.token_logprobs) >= 1
+                prompt_ids = backend.tokens(backend.render(m))
+                expected = naive_reply_logprob(backend, prompt_ids, g.token_ids)
+                assert sum(g.token_logprobs) == pytest.approx(expected, abs=1e-3)

@@ -61,6 +61,9 @@ class Generation:
 
     text: str
     token_logprobs: list[float] = field(default_factory=list)
+    """Log-probability of each generated token under the model (before temperature / top-p)."""
+    token_ids: list[int] = field(default_factory=list)
+    """The generated tokens (end-of-turn excluded), aligned with ``token_logprobs``."""
 
     @property
     def mean_nll(self) -> float:

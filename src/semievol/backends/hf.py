@@ -426,15 +426,16 @@ class HFBackend:
                     input_ids=ids,
                     attention_mask=mask,
                     max_new_tokens=max_new_tokens,
-                    output_scores=True,
+                    output_logits=True,
                     return_dict_in_generate=True,
                     pad_token_id=self.pad_id,
                     **kwargs,
                 )
-                scores = net.compute_transition_scores(
-                    res.sequences, res.scores, normalize_logits=True
-                )
                 new = res.sequences[:, ids.shape[1] :]
+                # Log-probabilities under the model's own distribution (raw logits, before
+                # temperature / top-p), so confidence does not depend on sampling settings.
+                raw = torch.stack(res.logits, dim=1).float()
+                scores = torch.log_softmax(raw, dim=-1).gather(-1, new[..., None])[..., 0]
                 copies = n if sample else 1
                 for row in range(new.shape[0]):
                     item = batch[row // copies]
@@ -445,7 +446,7 @@ class HFBackend:
                         toks.append(tok)
                         lps.append(float(lp))
                     text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
-                    gens = [Generation(text, lps)] * (1 if sample else n)
+                    gens = [Generation(text, lps, toks)] * (1 if sample else n)
                     out[item].extend(gens)
                 bar.update(len(batch))
         bar.close()
