@@ -107,3 +107,24 @@ def test_help_is_instant_and_imports_no_torch():
     assert proc.stdout.strip().endswith("False False")
     assert "--train.learning_rate" in proc.stdout and "Peak learning rate" in proc.stdout
     assert elapsed < 10  # generous: a torch import alone takes seconds here
+
+
+def test_split_validation_is_stratified_reproducible_and_disjoint():
+    from semievol.data import Example
+    from semievol.training import split_validation
+
+    exs = [
+        Example(str(i), f"q{i}", ["a", "b", "c"], "ABC"[i % 3] if i < 27 else "C")
+        for i in range(30)
+    ]
+    exs.append(
+        Example("solo", "q", ["a", "b", "c", "d"], "D")
+    )  # a class with one example stays in train
+    train, val = split_validation(exs, 0.2, seed=1)
+    assert {e.id for e in train} | {e.id for e in val} == {e.id for e in exs}
+    assert not {e.id for e in train} & {e.id for e in val}
+    assert sorted(e.answer for e in val) == ["A", "A", "B", "B", "C", "C"]
+    assert "solo" in {e.id for e in train}
+    assert split_validation(exs, 0.2, seed=1) == (train, val)
+    assert split_validation(exs, 0.2, seed=2) != (train, val)
+    assert split_validation(exs, 0.0, seed=1) == (exs, [])

@@ -246,3 +246,45 @@ def test_generated_token_logprobs_are_the_models_own(backend):
                 prompt_ids = backend.tokens(backend.render(m))
                 expected = naive_reply_logprob(backend, prompt_ids, g.token_ids)
                 assert sum(g.token_logprobs) == pytest.approx(expected, abs=1e-3)
+
+
+def test_validation_split_keeps_the_best_epoch(tiny_model_dir, tmp_path):
+    from semievol.data import Example
+    from semievol.evaluation import evaluate
+    from semievol.training import sft_examples, split_validation, validation_hook
+
+    task = build_task(TaskConfig())
+    labeled = [
+        Example(r["id"], r["question"], json.loads(r["options"]), r["answer"])
+        for r in sentiment_rows(30)
+    ]
+    train, val = split_validation(labeled, 0.3, seed=0)
+    backend = HFBackend(ModelConfig(name=str(tiny_model_dir), autocast="off"))
+    hook = validation_hook(backend, task, val)
+    seen = []
+
+    def epoch_end(epoch):  # the real hook, plus what the model predicted at that epoch
+        seen.append(
+            [p for r in evaluate(backend, task, val)[1] for p in r["distribution"].values()]
+        )
+        return hook(epoch)
+
+    cfg = TrainConfig(
+        epochs=10, batch_size=3, learning_rate=5e-3, warmup_ratio=0.0, val_fraction=0.3
+    )
+    result = backend.train(
+        sft_examples(task, train), cfg, tmp_path / "a", epoch_end=epoch_end, progress=False
+    )
+    accs = [r["val_accuracy"] for r in result.history]
+    assert len(accs) == cfg.epochs and all(r["val_n"] == len(val) == 9 for r in result.history)
+    kept = accs.index(max(accs)) + 1
+    saved = json.loads((tmp_path / "a" / "training_log.json").read_text())
+    assert saved["kept_epoch"] == kept != cfg.epochs  # this run peaks before its last epoch
+
+    fresh = HFBackend(ModelConfig(name=str(tiny_model_dir), autocast="off"))
+    fresh.use_adapter(fresh.load_adapter(tmp_path / "a"))
+    metrics, records = evaluate(fresh, task, val)
+    assert metrics["accuracy"] == max(accs)
+    reloaded = [p for r in records for p in r["distribution"].values()]
+    assert reloaded == pytest.approx(seen[kept - 1], abs=1e-4)
+    assert reloaded != pytest.approx(seen[-1], abs=1e-4)

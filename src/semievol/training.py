@@ -6,12 +6,16 @@ The config lives here; the training loop itself belongs to each backend (``Backe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from semievol.backends import TrainExample
 from semievol.data import Example
 from semievol.tasks import Task
+
+if TYPE_CHECKING:
+    from semievol.backends import Backend
 
 
 @dataclass
@@ -44,6 +48,12 @@ class TrainConfig:
     """Longest training sequence in tokens; longer prompts are cut from the left."""
     seed: int = 0
     """Seed of LoRA initialisation, data order and dropout: same seed, same adapter."""
+    val_fraction: float = 0.0
+    """Fraction of the labeled data held out (stratified by answer) to measure accuracy after
+    every epoch; 0 trains on all of it."""
+    keep_best_epoch: bool = True
+    """With a validation split, save the epoch with the best validation accuracy (the earliest
+    on ties) instead of the last one."""
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "max_length")
@@ -58,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ValueError("weight_decay and max_grad_norm must be >= 0")
+        if not (0 <= self.val_fraction < 1):
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not self.target_modules.strip():
             raise ValueError("target_modules must be 'all-linear' or a list of module names")
 
@@ -105,3 +117,42 @@ def length_bucketed_batches(
         batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def split_validation(
+    examples: Sequence[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """(train, validation): ``fraction`` of each answer's examples, at least one per answer
+    that has two or more, chosen reproducibly from ``seed``."""
+    import random
+
+    if fraction <= 0:
+        return list(examples), []
+    rng = random.Random(f"validation:{seed}")
+    by_answer: dict[str | None, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_answer.setdefault(ex.answer, []).append(i)
+    held: set[int] = set()
+    for indices in by_answer.values():
+        if len(indices) < 2:
+            continue
+        k = max(1, round(fraction * len(indices)))
+        held.update(rng.sample(indices, k))
+    train = [ex for i, ex in enumerate(examples) if i not in held]
+    val = [ex for i, ex in enumerate(examples) if i in held]
+    return train, val
+
+
+def validation_hook(
+    backend: Backend, task: Task, val: Sequence[Example]
+) -> Callable[[int], dict[str, float]] | None:
+    """An ``epoch_end`` callback that scores the adapter being trained on ``val``."""
+    if not val:
+        return None
+    from semievol.evaluation import evaluate
+
+    def epoch_end(epoch: int) -> dict[str, float]:
+        metrics, _ = evaluate(backend, task, val, desc=f"validation (epoch {epoch})")
+        return {"val_accuracy": metrics["accuracy"], "val_n": metrics["n"]}
+
+    return epoch_end

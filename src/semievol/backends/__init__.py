@@ -9,7 +9,7 @@ config layer stay instant.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -90,7 +90,8 @@ class TrainResult:
     final_loss: float
     tokens: int
     seconds: float
-    log: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """One record per epoch: loss, step, seconds, and validation metrics when measured."""
 
 
 class Backend(Protocol):
@@ -136,9 +137,12 @@ class Backend(Protocol):
         *,
         init_adapter: str | Path | None = None,
         resolved_config: dict[str, Any] | None = None,
+        epoch_end: Callable[[int], dict[str, float]] | None = None,
     ) -> TrainResult:
         """Train a LoRA adapter (fresh, or continuing ``init_adapter``), save it to ``output_dir``
-        and leave it active."""
+        and leave it active. ``epoch_end(epoch)`` runs after each epoch with the adapter active
+        and returns metrics for the log; with ``config.keep_best_epoch`` the epoch with the best
+        ``val_accuracy`` is the one saved."""
         ...
 
     def load_adapter(self, path: str | Path) -> str:

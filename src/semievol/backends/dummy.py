@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,7 @@ class DummyBackend:
         *,
         init_adapter: str | Path | None = None,
         resolved_config: dict[str, Any] | None = None,
+        epoch_end: Callable[[int], dict[str, float]] | None = None,
         **_: Any,
     ) -> TrainResult:
         self.calls["train"] += len(examples)
@@ -145,6 +146,17 @@ class DummyBackend:
         name = f"adapter{len(self.adapters)}"
         self.adapters[name] = memory
         self.active = name
+        history = [
+            {"epoch": e + 1, "loss": 0.0, **(epoch_end(e + 1) if epoch_end else {})}
+            for e in range(config.epochs)
+        ]
         return TrainResult(
-            output_dir, name, len(examples), config.epochs, 0.0, 0, time.perf_counter() - t0
+            output_dir,
+            name,
+            len(examples),
+            config.epochs,
+            0.0,
+            0,
+            time.perf_counter() - t0,
+            history,
         )

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -568,6 +568,7 @@ class HFBackend:
         *,
         init_adapter: str | Path | None = None,
         resolved_config: dict[str, Any] | None = None,
+        epoch_end: Callable[[int], dict[str, float]] | None = None,
         progress: bool = True,
     ) -> TrainResult:
         if not examples:
@@ -607,6 +608,7 @@ class HFBackend:
         )
         net.train()
         loss_value = float("nan")
+        best: tuple[float, int, dict[str, torch.Tensor]] | None = None
         for epoch in range(config.epochs):
             batches = length_bucketed_batches(
                 lengths, config.batch_size, config.seed * 1000 + epoch
@@ -631,17 +633,25 @@ class HFBackend:
                 )
                 bar.update(1)
             loss_value = float(np.mean(epoch_losses))
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": loss_value,
-                    "step": step,
-                    "seconds": round(time.perf_counter() - t0, 2),
-                }
-            )
+            record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_value, "step": step}
+            if epoch_end is not None:
+                net.eval()
+                record.update(epoch_end(epoch + 1))
+                net.train()
+                score = record["val_accuracy"]
+                if config.keep_best_epoch and (best is None or score > best[0]):
+                    best = (score, epoch + 1, self._trainable_state(net))
+            record["seconds"] = round(time.perf_counter() - t0, 2)
+            history.append(record)
         bar.close()
         net.eval()
         seconds = time.perf_counter() - t0
+        if best is not None and best[1] != config.epochs:
+            log.info("keeping epoch %d (best validation accuracy %.4f)", best[1], best[0])
+            with torch.no_grad():
+                for pname, param in net.named_parameters():
+                    if pname in best[2]:
+                        param.copy_(best[2][pname])
 
         output_dir = Path(output_dir)
         with atomic_directory(output_dir) as tmp:
@@ -660,6 +670,7 @@ class HFBackend:
                 "tokens": tokens_seen,
                 "seconds": round(seconds, 2),
                 "tokens_per_second": round(tokens_seen / max(seconds, 1e-9), 1),
+                "kept_epoch": best[1] if best is not None else config.epochs,
                 "history": history,
             }
             atomic_write_json(tmp / "training_log.json", meta)
@@ -671,6 +682,10 @@ class HFBackend:
         return TrainResult(
             output_dir, name, step, config.epochs, loss_value, tokens_seen, seconds, history
         )
+
+    @staticmethod
+    def _trainable_state(net: Any) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
 
     def _batch_loss(self, net: Any, batch: list[tuple[list[int], int]]) -> torch.Tensor:
         """Mean cross-entropy over reply tokens only.
