@@ -64,7 +64,7 @@ def test_sequence_scoring_matches_naive_unbatched_scoring(backend):
         text = backend.render(m)
         logps = torch.tensor(
             [
-                naive_reply_logprob(backend, backend.tokens(text), backend._reply_tokens(text, c))
+                naive_reply_logprob(backend, backend.tokens(text), backend._reply_tokens(c))
                 for c in cands
             ]
         )

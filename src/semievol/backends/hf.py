@@ -178,6 +178,7 @@ class HFBackend:
         self.adapters: dict[str, Path | None] = {}
         self._token_cache: dict[str, list[int]] = {}
         self._choice_cache: dict[tuple[str, ...], list[list[int]]] = {}
+        self._reply_cache: dict[str, list[int]] = {}
 
     def _fp32_output_head(self) -> None:
         """Compute logits in float32 even under bf16 autocast: bf16 logits are quantized so
@@ -323,7 +324,7 @@ class HFBackend:
                     out[i] = torch.softmax(logprobs[row, cand], dim=-1).tolist()
                 bar.update(len(idx))
             for ch, members in by_choices.items():
-                replies = [self._reply_tokens(texts[members[0]], c) for c in ch]
+                replies = [self._reply_tokens(c) for c in ch]
                 per_batch = max(1, self.config.batch_size // len(ch))
                 lengths = [len(self.tokens(texts[i])) for i in members]
                 for batch in self._batches(lengths, per_batch):
@@ -337,15 +338,15 @@ class HFBackend:
         bar.close()
         return out  # type: ignore[return-value]
 
-    def _reply_tokens(self, prompt: str, reply: str) -> list[int]:
+    def _reply_tokens(self, reply: str) -> list[int]:
         """Tokens of a reply as trained: the reply and the end-of-turn marker."""
-        key = ("\x00reply", reply)
-        cached = self._choice_cache.get(key)
+        cached = self._reply_cache.get(reply)
         if cached is None:
             _, completion = self._reply_suffix([{"role": "user", "content": ""}], reply)
-            cached = [self.tokenizer(completion, add_special_tokens=False)["input_ids"]]
-            self._choice_cache[key] = cached
-        return cached[0]
+            cached = self._reply_cache[reply] = self.tokenizer(
+                completion, add_special_tokens=False
+            )["input_ids"]
+        return cached
 
     def _score_sequences(
         self, net: Any, prompts: list[list[int]], replies: list[list[int]]
