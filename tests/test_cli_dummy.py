@@ -148,3 +148,40 @@ def test_train_with_validation_split_reports_each_epoch(sentiment_data, tmp_path
     # the dummy memorises what it trained on, so held-out rows are answered by chance only
     assert "epoch 1: loss 0.0000, validation accuracy" in out and "(n=9)" in out
     assert "epoch 2:" in out
+
+
+def test_demo_command_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out), "--model.backend", "dummy"]) == 0
+    for split in ("labeled", "unlabeled", "test"):
+        assert (out / "data" / f"{split}.csv").is_file()
+    report = (out / "report.md").read_text()
+    assert "| Vanilla |" in report and "| SFT |" in report
+    assert (out / "sft" / "semievol_config.yaml").is_file()
+    assert json.loads((out / "eval" / "sft" / "metrics.json").read_text())["SFT"]["n"] == 200
+    assert "| SFT |" in capsys.readouterr().out
+
+
+def test_demo_data_splits_do_not_overlap(tmp_path):
+    from semievol.data import DataConfig, find_overlap, load_splits
+    from semievol.demo_data import DATA_COLUMNS, TASK, write_demo_data
+    from semievol.tasks import TaskConfig, build_task
+
+    paths = write_demo_data(tmp_path)
+    task = build_task(TaskConfig(**TASK))
+    data = load_splits(
+        DataConfig(**{k: str(v) for k, v in paths.items()}, **DATA_COLUMNS),
+        task,
+        ["labeled", "unlabeled", "test"],
+    )
+    assert [len(data[s]) for s in ("labeled", "unlabeled", "test")] == [200, 600, 200]
+    assert (
+        find_overlap(data["labeled"], data["test"])
+        == find_overlap(data["unlabeled"], data["test"])
+        == 0
+    )
+    assert all(ex.audit_gold in TASK["labels"] for ex in data["unlabeled"])
+    assert (
+        write_demo_data(tmp_path / "again")
+        and (tmp_path / "again" / "test.csv").read_text() == paths["test"].read_text()
+    )

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from semievol.config import SECTIONS, Config, _type_name, field_docs, load_config, parse_cli_value
+from semievol.config import SECTIONS, Config, field_docs, load_config, parse_cli_value, type_name
 from semievol.errors import SemievolError
 
 COMMANDS = {
@@ -49,7 +49,7 @@ def _add_section_flags(parser: argparse.ArgumentParser, sections: Sequence[str])
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            help_text = f"{docs.get(f.name, '')} [{_type_name(hints[f.name])}; default: {default}]"
+            help_text = f"{docs.get(f.name, '')} [{type_name(hints[f.name])}; default: {default}]"
             group.add_argument(
                 f"--{section}.{f.name}",
                 dest=f"{section}.{f.name}",

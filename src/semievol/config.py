@@ -59,14 +59,14 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        return f"a list of {type_name(typing.get_args(tp)[0])}"
     if tp is type(None):
         return "null"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
@@ -88,14 +88,14 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 return coerce(value, arg, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
-        raise ConfigError(f"{where}: expected one of {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected one of {type_name(tp)}, got {value!r}")
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r}")
         (item_tp,) = typing.get_args(tp)
         return [coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
@@ -119,7 +119,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             return str(value)  # YAML reads `name: 1.5` as a number
     elif tp is Any:
         return value
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {type_name(tp)}, got {value!r}")
 
 
 def build_section(cls: type, values: dict[str, Any], where: str) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -709,9 +708,3 @@ class HFBackend:
             labels.reshape(-1),
             ignore_index=-100,
         )
-
-
-def adapter_info(path: str | Path) -> dict[str, Any]:
-    """Metadata written beside an adapter by ``HFBackend.train``."""
-    log_file = Path(path) / "training_log.json"
-    return json.loads(log_file.read_text()) if log_file.exists() else {}
