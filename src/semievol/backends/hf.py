@@ -176,7 +176,6 @@ class HFBackend:
         self.active: str | None = None
         self.adapters: dict[str, Path | None] = {}
         self._token_cache: dict[str, list[int]] = {}
-        self._choice_cache: dict[tuple[str, ...], list[list[int]]] = {}
         self._reply_cache: dict[str, list[int]] = {}
 
     def _fp32_output_head(self) -> None:
@@ -208,17 +207,6 @@ class HFBackend:
         ]
         system = [m["content"] for m in messages if m["role"] == "system"]
         return "\n\n".join(system + lines) + "\n\nAssistant:"
-
-    def _reply_suffix(self, messages: Sequence[dict[str, str]], reply: str) -> tuple[str, str]:
-        """(prompt, completion) texts: the completion is the reply plus the end-of-turn marker."""
-        prompt = self.render(messages)
-        if self.tokenizer.chat_template:
-            full = self.tokenizer.apply_chat_template(
-                [*messages, {"role": "assistant", "content": reply}], tokenize=False
-            )
-            if full.startswith(prompt):
-                return prompt, full[len(prompt) :].rstrip("\n")
-        return prompt, " " + reply + (self.tokenizer.eos_token or "")
 
     def tokens(self, text: str) -> list[int]:
         ids = self._token_cache.get(text)
@@ -267,21 +255,6 @@ class HFBackend:
 
     # --- closed-set scoring --------------------------------------------------------------------
 
-    def _choice_tokens(self, prompt: str, choices: tuple[str, ...]) -> list[list[int]]:
-        """Token ids of each candidate reply as it continues the prompt."""
-        cached = self._choice_cache.get(choices)
-        if cached is None:
-            base = self.tokens(prompt)
-            cached = []
-            for choice in choices:
-                ids = self.tokenizer(prompt + choice, add_special_tokens=False)["input_ids"]
-                common = 0
-                while common < min(len(ids), len(base)) and ids[common] == base[common]:
-                    common += 1
-                cached.append(ids[common:] or self.tokens(choice))
-            self._choice_cache[choices] = cached
-        return cached
-
     def score_choices(
         self,
         prompts: Sequence[Sequence[dict[str, str]]],
@@ -302,12 +275,15 @@ class HFBackend:
         out: list[list[float] | None] = [None] * len(texts)
         first_token: list[int] = []
         by_choices: dict[tuple[str, ...], list[int]] = {}
-        for i, (text, ch) in enumerate(zip(texts, choices, strict=True)):
-            firsts = [t[0] for t in self._choice_tokens(text, tuple(ch))]
-            if not full_sequence and len(set(firsts)) == len(firsts):
+        first_ids: dict[tuple[str, ...], list[int]] = {}
+        for i, ch in enumerate(choices):
+            key = tuple(ch)
+            if key not in first_ids:
+                first_ids[key] = [self._reply_tokens(c)[0] for c in key]
+            if not full_sequence and len(set(first_ids[key])) == len(key):
                 first_token.append(i)
             else:
-                by_choices.setdefault(tuple(ch), []).append(i)
+                by_choices.setdefault(key, []).append(i)
         bar = tqdm(total=len(texts), desc=desc, unit="q", disable=not progress, dynamic_ncols=True)
         with self._inference() as net:
             lengths = [len(self.tokens(texts[i])) for i in first_token]
@@ -319,7 +295,7 @@ class HFBackend:
                 ).logits[:, -1]
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 for row, i in enumerate(idx):
-                    cand = [t[0] for t in self._choice_tokens(texts[i], tuple(choices[i]))]
+                    cand = first_ids[tuple(choices[i])]
                     out[i] = torch.softmax(logprobs[row, cand], dim=-1).tolist()
                 bar.update(len(idx))
             for ch, members in by_choices.items():
@@ -338,13 +314,22 @@ class HFBackend:
         return out  # type: ignore[return-value]
 
     def _reply_tokens(self, reply: str) -> list[int]:
-        """Tokens of a reply as trained: the reply and the end-of-turn marker."""
+        """Tokens of an assistant reply plus its end-of-turn marker, exactly as they follow the
+        generation prompt. The one tokenization of answers: training targets, first-token
+        scoring and whole-reply scoring all use it."""
         cached = self._reply_cache.get(reply)
         if cached is None:
-            _, completion = self._reply_suffix([{"role": "user", "content": ""}], reply)
-            cached = self._reply_cache[reply] = self.tokenizer(
-                completion, add_special_tokens=False
-            )["input_ids"]
+            completion = " " + reply + (self.tokenizer.eos_token or "")  # no template: transcript
+            if self.tokenizer.chat_template:
+                messages = [{"role": "user", "content": ""}]
+                prompt = self.render(messages)
+                full = self.tokenizer.apply_chat_template(
+                    [*messages, {"role": "assistant", "content": reply}], tokenize=False
+                )
+                if full.startswith(prompt):
+                    completion = full[len(prompt) :].rstrip("\n")
+            ids = self.tokenizer(completion, add_special_tokens=False)["input_ids"]
+            cached = self._reply_cache[reply] = ids
         return cached
 
     def _score_sequences(
@@ -554,8 +539,7 @@ class HFBackend:
 
     def _encode_train(self, ex: TrainExample, max_length: int) -> tuple[list[int], int]:
         """Token ids of prompt + reply, and how many trailing tokens carry the loss."""
-        prompt, reply = self._reply_suffix(ex.messages, ex.target)
-        p, r = self.tokens(prompt), self.tokenizer(reply, add_special_tokens=False)["input_ids"]
+        p, r = self.tokens(self.render(ex.messages)), self._reply_tokens(ex.target)
         r = r[: max_length - 1]
         p = p[-(max_length - len(r)) :]
         return p + r, len(r)
