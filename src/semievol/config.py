@@ -213,6 +213,6 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def dump_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config beside an artifact."""
-    from semievol.io import atomic_write_text
+    from semievol.io import atomic_write_yaml
 
-    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_yaml(path, config_to_dict(cfg))

@@ -496,15 +496,11 @@ def find_overlap(a: Sequence[Example], b: Sequence[Example]) -> int:
 
 def summarize(examples: Sequence[Example], task: Task, *, audit: bool = False) -> dict[str, Any]:
     """Counts and label distribution of one split."""
-    from semievol.tasks import class_names
+    from semievol.tasks import class_namer
 
-    names = class_names(task, examples)
+    name = class_namer(task, examples)
     answers = [ex.audit_gold if audit else ex.answer for ex in examples]
-    dist = Counter(
-        names.get(a) or task.class_name(ex, a)
-        for ex, a in zip(examples, answers, strict=True)
-        if a is not None
-    )
+    dist = Counter(name(a) for a in answers if a is not None)
     lengths = [len(ex.question) for ex in examples]
     return {
         "rows": len(examples),

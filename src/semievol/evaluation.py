@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
 from semievol.io import atomic_write_json, atomic_write_jsonl
-from semievol.tasks import Task, class_names
+from semievol.tasks import Task, class_namer
 
 if TYPE_CHECKING:
     from semievol.backends import Backend
@@ -90,12 +90,7 @@ def score(
     task: Task, examples: Sequence[Example], records: Sequence[dict[str, Any]]
 ) -> dict[str, Any]:
     """Accuracy, per-class accuracy and confusion counts (gold → predicted)."""
-    names = class_names(task, examples)
-
-    def name(ex: Example, answer: str | None) -> str:
-        if answer is None:
-            return "(no answer)"
-        return names.get(answer) or task.class_name(ex, answer)
+    name = class_namer(task, examples)
 
     correct = 0
     per_class: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -106,10 +101,10 @@ def score(
         rec["gold"] = ex.answer
         rec["correct"] = ok
         correct += ok
-        gold_name = name(ex, ex.answer)
+        gold_name = name(ex.answer)
         per_class[gold_name][0] += ok
         per_class[gold_name][1] += 1
-        confusion[gold_name][name(ex, rec["prediction"])] += 1
+        confusion[gold_name][name(rec["prediction"])] += 1
     n = len(records)
     acc = correct / n if n else 0.0
     metrics: dict[str, Any] = {
@@ -124,11 +119,7 @@ def score(
         },
         "confusion": {k: dict(sorted(v.items())) for k, v in sorted(confusion.items())},
         "predicted_distribution": dict(
-            sorted(
-                Counter(
-                    name(ex, r["prediction"]) for ex, r in zip(examples, records, strict=True)
-                ).items()
-            )
+            sorted(Counter(name(r["prediction"]) for r in records).items())
         ),
     }
     if records and "entropy" in records[0]:

@@ -32,6 +32,12 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def atomic_write_yaml(path: str | Path, obj: Any) -> None:
+    import yaml
+
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
 def atomic_write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 

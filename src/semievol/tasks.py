@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -50,9 +50,9 @@ class TaskConfig:
     scoring: Literal["auto", "first_token", "sequence"] = "auto"
     """How closed-set answers are scored. first_token: next-token probabilities of the
     candidates' first tokens (one pass; right for option letters); sequence: probability of each
-    whole reply including its end-of-turn marker (a cached second pass; fair to labels whose
-    first tokens differ in prior, e.g. 'Billing' starts with the letter 'B'). auto: first_token
-    for multiple_choice, sequence for label_set."""
+    whole reply including its end-of-turn marker (a cached second pass; compares whole labels,
+    not just their first tokens, which may be shared or be bare letters). auto: first_token for
+    multiple_choice, sequence for label_set."""
     numeric_rel_tol: float = 1e-4
     """Relative tolerance of numeric answers."""
     numeric_abs_tol: float = 1e-6
@@ -117,10 +117,6 @@ class Task(Protocol):
         ...
 
     def is_correct(self, pred: str | None, gold: str) -> bool: ...
-
-    def class_name(self, ex: Example, answer: str) -> str:
-        """Human-readable class of an answer, for per-class metrics."""
-        ...
 
 
 # --- shared pieces ---------------------------------------------------------------------------
@@ -205,9 +201,6 @@ class _Base:
         m = re.search(self.config.answer_pattern, text, re.IGNORECASE | re.DOTALL)
         return m.group(1).strip() if m and m.group(1) is not None else None
 
-    def class_name(self, ex: Example, answer: str) -> str:
-        return answer
-
 
 @dataclass
 class MultipleChoiceTask(_Base):
@@ -275,9 +268,6 @@ class MultipleChoiceTask(_Base):
 
     def is_correct(self, pred: str | None, gold: str) -> bool:
         return pred is not None and pred == gold
-
-    def class_name(self, ex: Example, answer: str) -> str:
-        return answer
 
 
 @dataclass
@@ -391,15 +381,19 @@ class FreeFormTask(_Base):
         return pred is not None and _normalise(pred) == _normalise(gold)
 
 
-def class_names(task: Task, examples: Sequence[Example]) -> dict[str, str]:
-    """Readable class names: 'B (neutral)' when every item has the same options, else the answer."""
+def class_namer(task: Task, examples: Sequence[Example]) -> Callable[[str | None], str]:
+    """Readable class of an answer, for per-class counts: 'B (neutral)' when every item has the
+    same options, else the answer itself; '(no answer)' for None."""
+    names: dict[str, str] = {}
     first = examples[0].options if examples else None
     if first and all(ex.options == first for ex in examples):
-        return {
-            task.choice_answers(examples[0])[i]: f"{task.choice_answers(examples[0])[i]} ({opt})"
-            for i, opt in enumerate(first)
-        }
-    return {}
+        answers = task.choice_answers(examples[0])
+        names = {a: f"{a} ({opt})" for a, opt in zip(answers, first, strict=True)}
+
+    def name(answer: str | None) -> str:
+        return "(no answer)" if answer is None else names.get(answer, answer)
+
+    return name
 
 
 def build_task(config: TaskConfig) -> Task:

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from semievol.backends import Generation, ModelConfig, TrainExample, TrainResult
 from semievol.errors import ModelLoadError
-from semievol.io import atomic_directory, atomic_write_json
+from semievol.io import atomic_directory, atomic_write_json, atomic_write_yaml
 
 EMBED_DIM = 64
 
@@ -140,9 +139,7 @@ class DummyBackend:
             atomic_write_json(tmp / "memory.json", memory)
             atomic_write_json(tmp / "adapter_config.json", {"backend": "dummy"})
             if resolved_config is not None:
-                (tmp / "semievol_config.yaml").write_text(
-                    yaml.safe_dump(resolved_config, sort_keys=False)
-                )
+                atomic_write_yaml(tmp / "semievol_config.yaml", resolved_config)
         name = f"adapter{len(self.adapters)}"
         self.adapters[name] = memory
         self.active = name

@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from semievol.backends import Generation, ModelConfig, TrainExample, TrainResult
 from semievol.errors import ModelLoadError
-from semievol.io import atomic_directory, atomic_write_json
+from semievol.io import atomic_directory, atomic_write_json, atomic_write_yaml
 from semievol.training import TrainConfig, cosine_with_warmup, length_bucketed_batches
 
 log = logging.getLogger(__name__)
@@ -659,9 +658,7 @@ class HFBackend:
             }
             atomic_write_json(tmp / "training_log.json", meta)
             if resolved_config is not None:
-                (tmp / "semievol_config.yaml").write_text(
-                    yaml.safe_dump(resolved_config, sort_keys=False)
-                )
+                atomic_write_yaml(tmp / "semievol_config.yaml", resolved_config)
         self.adapters[name] = output_dir
         return TrainResult(
             output_dir, name, step, config.epochs, loss_value, tokens_seen, seconds, history
