@@ -31,6 +31,21 @@ COMMANDS = {
         "validate and summarise data: semievol data check",
         ("data", "task"),
     ),
+    "run": (
+        "semievol.commands.run",
+        "the SemiEvol pipeline: SFT, pseudo-labeling, selection, evolve, evaluation, report",
+        (
+            "data",
+            "task",
+            "model",
+            "train",
+            "eval",
+            "pipeline",
+            "in_context",
+            "committee",
+            "selection",
+        ),
+    ),
     "demo": (
         "semievol.commands.demo",
         "offline demo: sample task, Vanilla vs SFT on the bundled model",
@@ -73,9 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "action", choices=["check"], help="check: validate every configured split"
             )
-        p.add_argument(
-            "--config", help="YAML config file (sections: data, task, model, train, eval)"
-        )
+        p.add_argument("--config", help="YAML config file (one section per settings group below)")
+        if name == "run":
+            p.add_argument(
+                "--force",
+                metavar="STAGE",
+                help="re-run this stage and every stage after it (e.g. committee, select, sft)",
+            )
         if name == "demo":
             p.add_argument(
                 "--out", default="runs/demo", help="run directory of the demo [default: runs/demo]"

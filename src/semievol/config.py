@@ -23,6 +23,10 @@ from semievol.backends import ModelConfig
 from semievol.data import DataConfig
 from semievol.errors import ConfigError
 from semievol.evaluation import EvalConfig
+from semievol.pipeline import PipelineConfig
+from semievol.stages.committee import CommitteeConfig
+from semievol.stages.in_context import InContextConfig
+from semievol.stages.selection import SelectionConfig
 from semievol.tasks import TaskConfig
 from semievol.training import TrainConfig
 
@@ -36,6 +40,10 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+    in_context: InContextConfig = dataclasses.field(default_factory=InContextConfig)
+    committee: CommitteeConfig = dataclasses.field(default_factory=CommitteeConfig)
+    selection: SelectionConfig = dataclasses.field(default_factory=SelectionConfig)
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]

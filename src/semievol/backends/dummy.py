@@ -63,7 +63,9 @@ class DummyBackend:
             if known in ch:
                 probs = [0.9 if c == known else 0.1 / max(1, len(ch) - 1) for c in ch]
             else:
-                logits = [(_hash(key, c, str(self.active)) % 1000) / 250.0 for c in ch]
+                # Unseen prompts: pseudo-random, but different demonstrations give other answers.
+                seen = self.render(messages)
+                logits = [(_hash(seen, c, str(self.active)) % 1000) / 250.0 for c in ch]
                 top = max(logits)
                 exps = [math.exp(v - top) for v in logits]
                 probs = [e / sum(exps) for e in exps]
@@ -89,7 +91,7 @@ class DummyBackend:
             gens = []
             for j in range(n):
                 salt = f"{seed}:{j}" if temperature > 0 else "greedy"
-                text = memory.get(key) or f"answer {_hash(key, salt) % 10}"
+                text = memory.get(key) or f"answer {_hash(self.render(messages), salt) % 10}"
                 gens.append(Generation(text, [-((_hash(key, salt, "lp") % 100) / 100.0)]))
             out.append(gens)
         return out

@@ -1,0 +1,1 @@
+"""The SemiEvol stages, one module each; ``semievol.pipeline`` runs them in order."""
