@@ -156,10 +156,13 @@ def test_demo_command_runs_end_to_end(tmp_path, capsys):
     for split in ("labeled", "unlabeled", "test"):
         assert (out / "data" / f"{split}.csv").is_file()
     report = (out / "report.md").read_text()
-    assert "| Vanilla |" in report and "| SFT |" in report
-    assert (out / "sft" / "semievol_config.yaml").is_file()
+    assert "| Vanilla |" in report and "| SFT |" in report and "| SemiEvol |" in report
+    assert (out / "sft" / "train" / "adapter" / "semievol_config.yaml").is_file()
     assert json.loads((out / "eval" / "sft" / "metrics.json").read_text())["SFT"]["n"] == 200
-    assert "| SFT |" in capsys.readouterr().out
+    records = (out / "round1" / "select" / "pseudo_labels.jsonl").read_text().splitlines()
+    assert len(records) == 400
+    printed = capsys.readouterr().out
+    assert "| SemiEvol |" in printed and "pseudo-labels: kept 200 of 400" in printed
 
 
 def test_demo_data_splits_do_not_overlap(tmp_path):

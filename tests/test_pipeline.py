@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from .conftest import sentiment_rows, write_csv
 from semievol.backends import ModelConfig
 from semievol.backends.dummy import DummyBackend
 from semievol.cli import main
 from semievol.config import load_config
 from semievol.pipeline import run_pipeline, stage_names
 from semievol.rundir import read_jsonl
+
+from .conftest import sentiment_rows, write_csv
 
 
 class RecordingBackend:

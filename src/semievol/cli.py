@@ -48,8 +48,8 @@ COMMANDS = {
     ),
     "demo": (
         "semievol.commands.demo",
-        "offline demo: sample task, Vanilla vs SFT on the bundled model",
-        ("model", "train"),
+        "offline demo: the SemiEvol pipeline on a sample task with the bundled model",
+        ("model", "train", "pipeline", "in_context", "committee", "selection"),
     ),
 }
 
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "action", choices=["check"], help="check: validate every configured split"
             )
         p.add_argument("--config", help="YAML config file (one section per settings group below)")
-        if name == "run":
+        if name in ("run", "demo"):
             p.add_argument(
                 "--force",
                 metavar="STAGE",
