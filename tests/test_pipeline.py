@@ -296,3 +296,28 @@ def test_unlabeled_gold_is_never_shown_to_the_model(data, tmp_path, backend):
     for p in committee_prompts(backend):
         for block in p.split("<user>")[1:-1]:
             assert any(f"Review {i}:" in block for i in range(12))
+
+
+def test_ctrl_c_exits_with_one_line_on_how_to_resume(data, tmp_path, monkeypatch, capsys):
+    crashing = RecordingBackend(crash_on_call=2)
+    monkeypatch.setattr("semievol.backends.build_backend", lambda config: crashing)
+    args = [
+        "-q",
+        "run",
+        "--model.backend",
+        "dummy",
+        "--data.id_column",
+        "id",
+        "--data.labeled",
+        data["labeled"],
+        "--data.unlabeled",
+        data["unlabeled"],
+        "--pipeline.run_dir",
+        str(tmp_path / "run"),
+    ]
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "re-run the same command" in err[0]
+    monkeypatch.setattr("semievol.backends.build_backend", lambda config: RecordingBackend())
+    assert main(args) == 0
+    assert "up to date, reused: sft/train, round1/neighbors" in capsys.readouterr().out

@@ -59,6 +59,7 @@ def test_pipeline_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path, task_type
     assert (tmp_path / "run/round1/neighbors/embeddings_unlabeled.npy").is_file()
     if task_type == "free_form":
         assert all("output" in v for r in records for v in r["votes"])
+
     # A second invocation reuses everything, including the adapters, without loading the model.
     def no_model(config):
         raise AssertionError("the model was loaded although every stage was up to date")

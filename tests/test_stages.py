@@ -300,3 +300,38 @@ def test_open_ended_answers_are_ranked_globally_and_adaptive_off_keeps_all():
 def test_selection_config_rejects_out_of_range_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         SelectionConfig(**{field: value})
+
+
+def test_faiss_index_finds_the_same_neighbours_as_exact_search():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(200, 16)).astype(np.float32)
+    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+    queries = rng.normal(size=(30, 16)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exact, exact_sims = nearest_neighbors(queries, keys, 5)
+    approx, approx_sims = nearest_neighbors(queries, keys, 5, index="faiss")
+    assert approx.tolist() == exact.tolist()
+    assert np.allclose(approx_sims, exact_sims, atol=1e-5)
+
+
+def test_missing_optional_packages_give_a_clear_error(monkeypatch):
+    import builtins
+
+    from semievol.errors import ConfigError
+    from semievol.stages.in_context import embed_questions
+
+    real_import = builtins.__import__
+
+    def no_optional(name, *args, **kwargs):
+        if name in ("faiss", "sentence_transformers"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_optional)
+    with pytest.raises(ConfigError, match="pip install faiss-cpu"):
+        nearest_neighbors(
+            np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32), 1, index="faiss"
+        )
+    with pytest.raises(ConfigError, match="pip install sentence-transformers"):
+        embed_questions(None, ["a"], "sentence-transformers:all-MiniLM-L6-v2")

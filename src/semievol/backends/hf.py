@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from semievol.backends import Generation, ModelConfig, TrainExample, TrainResult
 from semievol.errors import ModelLoadError
 from semievol.io import atomic_directory, atomic_write_json, atomic_write_yaml
+from semievol.progress import progress_bar
 from semievol.training import TrainConfig, cosine_with_warmup, length_bucketed_batches
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ class HFBackend:
                 first_token.append(i)
             else:
                 by_choices.setdefault(key, []).append(i)
-        bar = tqdm(total=len(texts), desc=desc, unit="q", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(texts), desc=desc, unit="q", disable=not progress)
         with self._inference() as net:
             lengths = [len(self.tokens(texts[i])) for i in first_token]
             for batch in self._batches(lengths, self.config.batch_size):
@@ -389,7 +389,7 @@ class HFBackend:
         sample = temperature > 0
         eos = {self.tokenizer.eos_token_id, self.pad_id}
         eos.discard(None)
-        bar = tqdm(total=len(texts), desc=desc, unit="q", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(texts), desc=desc, unit="q", disable=not progress)
         lengths = [len(self.tokens(t)) for t in texts]
         per_batch = (
             max(1, self.config.batch_size // max(1, n)) if sample else self.config.batch_size
@@ -442,12 +442,11 @@ class HFBackend:
         """Mean of the last hidden layer over the text's tokens, L2-normalised."""
         vectors: list[np.ndarray | None] = [None] * len(texts)
         seqs = [self.tokens(t)[:512] or [self.pad_id] for t in texts]
-        bar = tqdm(
+        bar = progress_bar(
             total=len(texts),
             desc="embedding",
             unit="text",
             disable=not progress,
-            dynamic_ncols=True,
         )
         with self._inference() as net:
             for batch in self._batches([len(s) for s in seqs], self.config.batch_size):
@@ -582,12 +581,11 @@ class HFBackend:
 
         history: list[dict[str, Any]] = []
         tokens_seen, step, t0 = 0, 0, time.perf_counter()
-        bar = tqdm(
+        bar = progress_bar(
             total=micro_per_epoch * config.epochs,
             desc="training",
             unit="batch",
             disable=not progress,
-            dynamic_ncols=True,
         )
         net.train()
         loss_value = float("nan")

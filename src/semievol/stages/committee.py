@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
+from semievol.progress import progress_bar
 from semievol.rundir import ItemLog
 from semievol.tasks import Task
 
@@ -177,13 +178,11 @@ def collect_votes(
 
     Items already in a member's log (from an interrupted run) are not recomputed.
     """
-    from tqdm.auto import tqdm
-
     closed = all(task.choices(ex) is not None for ex in items)
     logs = [ItemLog(stage_dir / f"member{i}.jsonl") for i in range(len(members))]
     total = len(items) * len(members)
     done = sum(sum(ex.id in log for ex in items) for log in logs)
-    bar = tqdm(total=total, initial=done, desc="committee votes", unit="vote", dynamic_ncols=True)
+    bar = progress_bar(total=total, initial=done, desc="committee votes", unit="vote")
     for i, member in enumerate(members):
         # A closed-set member sharing an earlier member's forward pass reuses its distributions.
         source = next(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
 from semievol.evaluation import entropy
+from semievol.progress import progress_bar
 from semievol.rundir import ItemLog
 from semievol.tasks import Task
 
@@ -72,8 +73,6 @@ def resolve_committee(
     max_new_tokens: int,
 ) -> list[dict[str, Any]]:
     """One final record per item. ``votes[m][item_id]`` is member m's vote record."""
-    from tqdm.auto import tqdm
-
     closed = all(task.choices(ex) is not None for ex in items)
     answers = {ex.id: [v[ex.id].get("vote") for v in votes] for ex in items}
     disputed = [
@@ -84,12 +83,11 @@ def resolve_committee(
     log = ItemLog(stage_dir / "justifications.jsonl")
     if justify and disputed:
         pending = [ex for ex in disputed if ex.id not in log]
-        bar = tqdm(
+        bar = progress_bar(
             total=len(disputed),
             initial=len(disputed) - len(pending),
             desc="self-justification",
             unit="q",
-            dynamic_ncols=True,
         )
         backend.use_adapter(labeler)
         for start in range(0, len(pending), chunk_size):
