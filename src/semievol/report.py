@@ -51,10 +51,13 @@ def _data_section(data: dict[str, list[Example]], validation: Sequence[Example],
     return "\n".join(rows)
 
 
-def _timings(run: RunDir) -> str:
+def _timings(run: RunDir, names: Sequence[str]) -> str:
     rows = ["| stage | seconds | this invocation |", "|---|---|---|"]
     total = 0.0
-    for name, entry in run.manifest["stages"].items():
+    for name in names:
+        entry = run.entry(name)
+        if entry is None:
+            continue
         status = "ran" if name in run.executed else "cached"
         rows.append(f"| {name} | {entry['seconds']:.1f} | {status} |")
         total += entry["seconds"]
@@ -122,6 +125,8 @@ def write_report(
     metrics: dict[str, dict[str, Any]],
     task: Task,
 ) -> Path:
+    from semievol.pipeline import stage_names
+
     p = cfg.pipeline
     name = class_namer(task, data["labeled"])
     off = [
@@ -171,7 +176,7 @@ def write_report(
         "",
         "## Stage timings",
         "",
-        _timings(run),
+        _timings(run, stage_names(cfg)),
         "",
     ]
     path = run.root / "report.md"
