@@ -67,6 +67,25 @@ def backend(monkeypatch: pytest.MonkeyPatch) -> RecordingBackend:
     return rec
 
 
+def run_args(data: dict[str, str], run_dir: Path, *extra: str) -> list[str]:
+    """``semievol -q run`` on the dummy backend with the fixture's labeled and unlabeled files."""
+    return [
+        "-q",
+        "run",
+        "--model.backend",
+        "dummy",
+        "--data.id_column",
+        "id",
+        "--data.labeled",
+        data["labeled"],
+        "--data.unlabeled",
+        data["unlabeled"],
+        "--pipeline.run_dir",
+        str(run_dir),
+        *extra,
+    ]
+
+
 def committee_prompts(rec: RecordingBackend) -> list[str]:
     return [p for p in rec.scored if "Review 1" in p and "Several attempts" not in p]
 
@@ -134,24 +153,7 @@ def test_changed_training_config_reruns_everything_after_sft(data, tmp_path, bac
 
 
 def test_unknown_force_stage_is_a_clear_error(data, tmp_path, backend, capsys):
-    code = main(
-        [
-            "-q",
-            "run",
-            "--model.backend",
-            "dummy",
-            "--data.id_column",
-            "id",
-            "--data.labeled",
-            data["labeled"],
-            "--data.unlabeled",
-            data["unlabeled"],
-            "--pipeline.run_dir",
-            str(tmp_path / "run"),
-            "--force",
-            "comittee",
-        ]
-    )
+    code = main(run_args(data, tmp_path / "run", "--force", "comittee"))
     err = capsys.readouterr().err
     assert code == 2 and "--force comittee: no such stage" in err and "round1/committee" in err
 
@@ -262,24 +264,7 @@ def test_rounds_over_new_unlabeled_batches(data, tmp_path, backend):
 
 
 def test_run_command_prints_table_and_report(data, tmp_path, capsys):
-    code = main(
-        [
-            "-q",
-            "run",
-            "--model.backend",
-            "dummy",
-            "--data.id_column",
-            "id",
-            "--data.labeled",
-            data["labeled"],
-            "--data.unlabeled",
-            data["unlabeled"],
-            "--data.test",
-            data["test"],
-            "--pipeline.run_dir",
-            str(tmp_path / "run"),
-        ]
-    )
+    code = main(run_args(data, tmp_path / "run", "--data.test", data["test"]))
     out = capsys.readouterr().out
     assert code == 0
     assert "| SemiEvol |" in out and "round 1: kept 15 of 30 pseudo-labels (audit:" in out
@@ -301,20 +286,7 @@ def test_unlabeled_gold_is_never_shown_to_the_model(data, tmp_path, backend):
 def test_ctrl_c_exits_with_one_line_on_how_to_resume(data, tmp_path, monkeypatch, capsys):
     crashing = RecordingBackend(crash_on_call=2)
     monkeypatch.setattr("semievol.backends.build_backend", lambda config: crashing)
-    args = [
-        "-q",
-        "run",
-        "--model.backend",
-        "dummy",
-        "--data.id_column",
-        "id",
-        "--data.labeled",
-        data["labeled"],
-        "--data.unlabeled",
-        data["unlabeled"],
-        "--pipeline.run_dir",
-        str(tmp_path / "run"),
-    ]
+    args = run_args(data, tmp_path / "run")
     assert main(args) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "re-run the same command" in err[0]

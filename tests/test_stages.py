@@ -167,17 +167,21 @@ def test_only_disagreements_are_justified_for_each_task_type(kind, tmp_path):
             per_item[it.id] = rec
         votes.append(per_item)
     backend = DummyBackend(ModelConfig(backend="dummy"))
-    finals = resolve_committee(
-        backend,
-        task,
-        items,
-        votes,
-        justify=True,
-        labeler=None,
-        stage_dir=tmp_path,
-        chunk_size=8,
-        max_new_tokens=16,
-    )
+
+    def resolve() -> list[dict]:
+        return resolve_committee(
+            backend,
+            task,
+            items,
+            votes,
+            justify=True,
+            labeler=None,
+            stage_dir=tmp_path,
+            chunk_size=8,
+            max_new_tokens=16,
+        )
+
+    finals = resolve()
     used = backend.calls["score_choices" if closed else "generate"]
     assert used == 1  # one pass, for the disputed item only
     agree, split = finals
@@ -187,17 +191,7 @@ def test_only_disagreements_are_justified_for_each_task_type(kind, tmp_path):
     if closed:
         assert split["answer"] in task.choice_answers(items[1])
     # Resuming finds the justification in its log and makes no new call.
-    again = resolve_committee(
-        backend,
-        task,
-        items,
-        votes,
-        justify=True,
-        labeler=None,
-        stage_dir=tmp_path,
-        chunk_size=8,
-        max_new_tokens=16,
-    )
+    again = resolve()
     assert again == finals and backend.calls["score_choices" if closed else "generate"] == 1
 
 

@@ -18,7 +18,7 @@ from semievol.io import atomic_write_json, atomic_write_jsonl
 from semievol.tasks import Task, class_namer
 
 if TYPE_CHECKING:
-    from semievol.backends import Backend
+    from semievol.backends import Backend, Generation
 
 
 @dataclass
@@ -42,6 +42,24 @@ def entropy(probs: Sequence[float]) -> float:
     return -sum(p * math.log(p) for p in probs if p > 0)
 
 
+def closed_set_answer(
+    task: Task, ex: Example, dist: Sequence[float]
+) -> tuple[str, dict[str, float]]:
+    """The most probable candidate answer, and the distribution keyed by answer."""
+    answers = task.choice_answers(ex)
+    best = max(range(len(dist)), key=dist.__getitem__)
+    return answers[best], dict(zip(answers, (round(p, 6) for p in dist), strict=True))
+
+
+def generated_answer(task: Task, ex: Example, gen: Generation) -> dict[str, Any]:
+    """The answer stated in a generation, its text and its mean token NLL (None if empty)."""
+    return {
+        "answer": task.extract(gen.text, ex),
+        "output": gen.text,
+        "mean_nll": round(gen.mean_nll, 6) if gen.token_logprobs else None,
+    }
+
+
 def predict(
     backend: Backend,
     task: Task,
@@ -59,15 +77,14 @@ def predict(
             prompts, choices, full_sequence=task.full_sequence_scoring, desc=desc
         )  # type: ignore[arg-type, call-arg]
         for ex, dist in zip(examples, dists, strict=True):
-            answers = task.choice_answers(ex)
-            best = max(range(len(dist)), key=dist.__getitem__)
+            answer, distribution = closed_set_answer(task, ex, dist)
             records.append(
                 {
                     "id": ex.id,
-                    "prediction": answers[best],
-                    "confidence": dist[best],
+                    "prediction": answer,
+                    "confidence": max(dist),
                     "entropy": entropy(dist),
-                    "distribution": dict(zip(answers, (round(p, 6) for p in dist), strict=True)),
+                    "distribution": distribution,
                 }
             )
     else:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
+from semievol.evaluation import closed_set_answer, generated_answer
 from semievol.progress import progress_bar
 from semievol.rundir import ItemLog
 from semievol.tasks import Task
@@ -221,15 +222,10 @@ def collect_votes(
                     seed=member.seed,
                     progress=False,
                 )  # type: ignore[call-arg]
-                records = [
-                    {
-                        "id": ex.id,
-                        "vote": task.extract(g.text, ex),
-                        "output": g.text,
-                        "mean_nll": round(g.mean_nll, 6) if g.token_logprobs else None,
-                    }
-                    for ex, (g,) in zip(chunk, gens, strict=True)
-                ]
+                records = []
+                for ex, (g,) in zip(chunk, gens, strict=True):
+                    answer = generated_answer(task, ex, g)
+                    records.append({"id": ex.id, "vote": answer.pop("answer"), **answer})
             logs[i].append(records)
             bar.update(len(chunk))
     bar.close()
@@ -237,13 +233,8 @@ def collect_votes(
 
 
 def _closed_vote(task: Task, ex: Example, dist: Sequence[float], member: Member) -> dict[str, Any]:
-    answers = task.choice_answers(ex)
+    vote, distribution = closed_set_answer(task, ex, dist)
     if member.temperature > 0:
-        best = sample_vote(dist, member.temperature, random.Random(f"vote:{member.seed}:{ex.id}"))
-    else:
-        best = max(range(len(dist)), key=dist.__getitem__)
-    return {
-        "id": ex.id,
-        "vote": answers[best],
-        "distribution": dict(zip(answers, (round(p, 6) for p in dist), strict=True)),
-    }
+        rng = random.Random(f"vote:{member.seed}:{ex.id}")
+        vote = task.choice_answers(ex)[sample_vote(dist, member.temperature, rng)]
+    return {"id": ex.id, "vote": vote, "distribution": distribution}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
-from semievol.evaluation import entropy
+from semievol.evaluation import closed_set_answer, entropy, generated_answer
 from semievol.progress import progress_bar
 from semievol.rundir import ItemLog
 from semievol.tasks import Task
@@ -107,28 +107,14 @@ def resolve_committee(
                 )  # type: ignore[call-arg]
                 records = []
                 for ex, dist in zip(chunk, dists, strict=True):
-                    options = task.choice_answers(ex)
-                    best = max(range(len(dist)), key=dist.__getitem__)
-                    records.append(
-                        {
-                            "id": ex.id,
-                            "answer": options[best],
-                            "distribution": dict(
-                                zip(options, (round(p, 6) for p in dist), strict=True)
-                            ),
-                        }
-                    )
+                    answer, distribution = closed_set_answer(task, ex, dist)
+                    records.append({"id": ex.id, "answer": answer, "distribution": distribution})
             else:
                 gens = backend.generate(
                     prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, progress=False
                 )  # type: ignore[call-arg]
                 records = [
-                    {
-                        "id": ex.id,
-                        "answer": task.extract(g.text, ex),
-                        "output": g.text,
-                        "mean_nll": round(g.mean_nll, 6) if g.token_logprobs else None,
-                    }
+                    {"id": ex.id, **generated_answer(task, ex, g)}
                     for ex, (g,) in zip(chunk, gens, strict=True)
                 ]
             log.append(records)
