@@ -329,3 +329,29 @@ def test_missing_optional_packages_give_a_clear_error(monkeypatch):
         )
     with pytest.raises(ConfigError, match="pip install sentence-transformers"):
         embed_questions(None, ["a"], "sentence-transformers:all-MiniLM-L6-v2")
+
+
+@pytest.mark.parametrize("kind", ["multiple_choice", "label_set"])
+def test_inline_demonstrations_are_solved_examples_in_one_user_message(kind):
+    cfg, _, options = TASKS[kind]
+    task = build_task(cfg)
+    answers = ["A", "C"] if kind == "multiple_choice" else ["negative", "positive"]
+    demos = [Example(f"d{i}", f"Demo question {i}?", options, a) for i, a in enumerate(answers)]
+    item = Example("u", "The real question?", options)
+    inline = task.messages(item, demos, inline_demos=True)
+    turns = task.messages(item, demos)
+    assert [m["role"] for m in inline] == ["system", "user"]
+    assert [m["role"] for m in turns] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    user = inline[-1]["content"]
+    assert user.endswith(task.messages(item)[-1]["content"])  # the question as usual, last
+    for demo, answer in zip(demos, answers, strict=True):
+        assert f"{demo.question}" in user and f"Answer: {answer}" in user
+    # Instructions are not repeated for every demonstration.
+    assert user.count(task.instruction_for(item)) == 1

@@ -300,7 +300,10 @@ def in_context_propagation(
 
     key, _ = ctx.run.stage(
         f"round{rnd.number}/neighbors",
-        {**round_key, "in_context": ctx.cfg.in_context},
+        {
+            **round_key,
+            "in_context": {f: getattr(ctx.cfg.in_context, f) for f in ("k", "embedder", "index")},
+        },
         find_neighbors,
     )
     return load_neighbors(rnd.dir / "neighbors"), key
@@ -333,6 +336,7 @@ def collaborative_labeling(
             rnd.items,
             members,
             demos_for=lambda m, ex: demonstrations(m, ex, ctx.cfg.in_context.k, neighbors, by_id),
+            inline_demos=ctx.cfg.in_context.demo_format == "inline",
             adapter_for=adapter_for,
             stage_dir=stage_dir,
             chunk_size=ctx.chunk,
@@ -347,6 +351,7 @@ def collaborative_labeling(
             "sft": ctx.sft_key,
             "members": [m.spec() for m in members],
             "k": ctx.cfg.in_context.k,
+            "demo_format": ctx.cfg.in_context.demo_format,
             "max_new_tokens": ctx.cfg.committee.max_new_tokens,
         },
         vote,

@@ -96,8 +96,11 @@ class Task(Protocol):
         """Canonical answer from a data cell; ValueError with a user-facing reason if invalid."""
         ...
 
-    def messages(self, ex: Example, demos: Sequence[Example] = ()) -> list[dict[str, str]]:
-        """Chat messages that ask ``ex`` (with demonstrations as earlier turns)."""
+    def messages(
+        self, ex: Example, demos: Sequence[Example] = (), *, inline_demos: bool = False
+    ) -> list[dict[str, str]]:
+        """Chat messages that ask ``ex``, with demonstrations as earlier chat turns or, with
+        ``inline_demos``, as solved examples inside the one user message."""
         ...
 
     def target(self, ex: Example, answer: str) -> str:
@@ -154,7 +157,7 @@ class _Base:
         sp = self.config.system_prompt
         return [{"role": "system", "content": sp}] if sp else []
 
-    def user_message(self, ex: Example) -> str:
+    def user_message(self, ex: Example, *, with_instruction: bool = True) -> str:
         options = format_options(ex.options) if ex.options else ""
         labels = ", ".join(self.config.labels or [])
         if self.config.prompt_template is not None:
@@ -164,19 +167,33 @@ class _Base:
         parts = [ex.question.strip()]
         if options:
             parts.append(options)
-        parts.append(self.config.instruction or self.instruction_for(ex))
+        if with_instruction:
+            parts.append(self.config.instruction or self.instruction_for(ex))
         return "\n\n".join(parts)
 
     def instruction_for(self, ex: Example) -> str:
         return self.default_instruction
 
-    def messages(self, ex: Example, demos: Sequence[Example] = ()) -> list[dict[str, str]]:
+    def messages(
+        self, ex: Example, demos: Sequence[Example] = (), *, inline_demos: bool = False
+    ) -> list[dict[str, str]]:
         msgs = self._system()
         for demo in demos:
             if demo.answer is None:
                 raise ValueError(f"demonstration {demo.id!r} has no answer")
+        if inline_demos and demos:
+            solved = "\n\n".join(
+                f"{self.user_message(d, with_instruction=False)}\nAnswer: {self.target(d, d.answer)}"  # type: ignore[arg-type]
+                for d in demos
+            )
+            question = self.user_message(ex)
+            content = (
+                f"Solved examples of similar questions:\n\n{solved}\n\nNow this one:\n\n{question}"
+            )
+            return [*msgs, {"role": "user", "content": content}]
+        for demo in demos:
             msgs.append({"role": "user", "content": self.user_message(demo)})
-            msgs.append({"role": "assistant", "content": self.target(demo, demo.answer)})
+            msgs.append({"role": "assistant", "content": self.target(demo, demo.answer)})  # type: ignore[arg-type]
         msgs.append({"role": "user", "content": self.user_message(ex)})
         return msgs
 

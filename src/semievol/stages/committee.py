@@ -174,6 +174,7 @@ def collect_votes(
     stage_dir: Path,
     chunk_size: int,
     max_new_tokens: int,
+    inline_demos: bool = True,
 ) -> list[ItemLog]:
     """Every member's vote on every item, appended to ``member<i>.jsonl`` as chunks finish.
 
@@ -201,7 +202,10 @@ def collect_votes(
                     ]
                 else:
                     backend.use_adapter(adapter_for(member))
-                    prompts = [task.messages(ex, demos_for(member, ex)) for ex in chunk]
+                    prompts = [
+                        task.messages(ex, demos_for(member, ex), inline_demos=inline_demos)
+                        for ex in chunk
+                    ]
                     dists = backend.score_choices(
                         prompts,
                         [task.choices(ex) for ex in chunk],  # type: ignore[misc]
@@ -213,7 +217,10 @@ def collect_votes(
                 ]
             else:
                 backend.use_adapter(adapter_for(member))
-                prompts = [task.messages(ex, demos_for(member, ex)) for ex in chunk]
+                prompts = [
+                    task.messages(ex, demos_for(member, ex), inline_demos=inline_demos)
+                    for ex in chunk
+                ]
                 gens = backend.generate(
                     prompts,
                     n=1,

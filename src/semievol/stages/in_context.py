@@ -34,6 +34,11 @@ class InContextConfig:
     """model: mean-pooled last hidden states of the labeling model (the SFT adapter in round 1);
     or sentence-transformers:NAME for a sentence-embedding model (needs the sentence-transformers
     package)."""
+    demo_format: Literal["inline", "turns"] = "inline"
+    """inline: the demonstrations are solved examples inside the question's user message;
+    turns: earlier user/assistant chat turns. A model fine-tuned on single-turn prompts can
+    collapse on multi-turn ones (SmolLM2-135M SFT on fpb answered 'positive' to 1,358 of 1,359
+    items with turns; see BENCHMARKS.md)."""
     index: Literal["exact", "faiss"] = "exact"
     """exact: cosine similarity against every labeled vector (numpy); faiss: a FAISS flat
     inner-product index (needs faiss-cpu; same neighbours, faster on very large sets)."""
