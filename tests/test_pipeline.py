@@ -117,6 +117,12 @@ def test_full_run_writes_every_artifact(data, tmp_path, backend):
     assert audit["all"]["n"] == 30 and audit["kept"]["n"] + audit["rejected"]["n"] == 30
     assert audit["kept"]["correct"] == sum(r["audit_correct"] for r in kept)
     assert [row["theta"] for row in audit["accuracy_vs_theta"]][-1] == 1.0
+    member0 = read_jsonl(run_dir / "round1/committee/member0.jsonl")
+    spec = records[0]["votes"][0]["member"]
+    assert audit["by_member"][spec]["correct"] == sum(
+        v["vote"] == r["audit_gold"] for v, r in zip(member0, records, strict=True)
+    )
+    assert "votes of member `adapter=labeler demos=knn" in (run_dir / "report.md").read_text()
 
     report = (run_dir / "report.md").read_text()
     for needle in ("## Data", "Committee agreement", "Selection per class", "accuracy |", "θ |"):

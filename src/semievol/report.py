@@ -97,6 +97,8 @@ def _round_section(rnd: Round, name: Any) -> str:
             lines.append(f"| {part} | {audit[part]['n']} | {_pct(audit[part]['accuracy'])} |")
         for source, a in audit["by_source"].items():
             lines.append(f"| source: {source} | {a['n']} | {_pct(a['accuracy'])} |")
+        for member, a in audit.get("by_member", {}).items():
+            lines.append(f"| votes of member `{member}` | {a['n']} | {_pct(a['accuracy'])} |")
         lines += [
             "",
             "Accuracy of the kept pseudo-labels as a function of θ (same balance rule):",

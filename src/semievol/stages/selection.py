@@ -160,9 +160,7 @@ def audit_pseudo_labels(
     correct = {r["id"]: bool(is_correct(r["answer"], gold[r["id"]])) for r in audited}
 
     def acc(ids: Sequence[str]) -> dict[str, Any]:
-        n = len(ids)
-        c = sum(correct[i] for i in ids)
-        return {"n": n, "correct": c, "accuracy": c / n if n else None}
+        return _accuracy([correct[i] for i in ids])
 
     ids = [r["id"] for r in audited]
     kept = [i for i in ids if decisions[i].kept]
@@ -294,9 +292,21 @@ def write_selection(
             closed_set=closed_set,
             adaptive=adaptive,
         )
+        # How good each member is alone: the committee is only as useful as its members.
+        audit["by_member"] = {
+            m.spec(): _accuracy(
+                [task.is_correct(vs[i].get("vote"), g) for i, g in gold.items() if i in vs]
+            )
+            for m, vs in zip(members, votes, strict=True)
+        }
         atomic_write_json(stage_dir / "audit.json", audit)
         summary["audit"] = audit
     return summary
+
+
+def _accuracy(outcomes: Sequence[bool]) -> dict[str, Any]:
+    n, c = len(outcomes), sum(outcomes)
+    return {"n": n, "correct": c, "accuracy": c / n if n else None}
 
 
 def _finite(value: Any) -> float | None:
