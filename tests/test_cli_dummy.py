@@ -160,9 +160,9 @@ def test_demo_command_runs_end_to_end(tmp_path, capsys):
     assert (out / "sft" / "train" / "adapter" / "semievol_config.yaml").is_file()
     assert json.loads((out / "eval" / "sft" / "metrics.json").read_text())["SFT"]["n"] == 200
     records = (out / "round1" / "select" / "pseudo_labels.jsonl").read_text().splitlines()
-    assert len(records) == 400
+    assert len(records) == 300
     printed = capsys.readouterr().out
-    assert "| SemiEvol |" in printed and "pseudo-labels: kept 200 of 400" in printed
+    assert "| SemiEvol |" in printed and "pseudo-labels: kept 150 of 300" in printed
 
 
 def test_demo_data_splits_do_not_overlap(tmp_path):
