@@ -299,3 +299,14 @@ def test_ctrl_c_exits_with_one_line_on_how_to_resume(data, tmp_path, monkeypatch
     monkeypatch.setattr("semievol.backends.build_backend", lambda config: RecordingBackend())
     assert main(args) == 0
     assert "up to date, reused: sft/train, round1/neighbors" in capsys.readouterr().out
+
+
+def test_overlap_between_splits_is_warned_with_counts(data, tmp_path, backend, caplog):
+    import logging
+
+    leaky = write_csv(tmp_path / "data" / "leaky_test.csv", sentiment_rows(4))  # = labeled rows
+    cfg = make_config({**data, "test": str(leaky)}, tmp_path / "run")
+    with caplog.at_level(logging.WARNING):
+        run_pipeline(cfg)
+    assert "4 test items also appear in labeled" in caplog.text
+    assert "4 test items also appear in labeled" in (tmp_path / "run/report.md").read_text()

@@ -58,7 +58,8 @@ class PipelineConfig:
     """Adaptive selection by confidence. false: every answered pseudo-label is kept (w/o AS)."""
     evolve_from: Literal["base", "sft"] = "base"
     """Evolve stage: 'base' trains a fresh adapter on the base model; 'sft' continues training
-    the SFT adapter (the latest adapter in later rounds)."""
+    the SFT adapter (the latest adapter in later rounds). On fpb 'sft' scored 5 points higher
+    (BENCHMARKS.md), not yet confirmed on a validation split, so 'base' stays the default."""
     evolve_epochs: int | None = None
     """Epochs of the evolve stage (null: train.epochs)."""
     evolve_learning_rate: float | None = None
@@ -217,6 +218,8 @@ def setup(cfg: Config, force: str | None) -> Context:
     splits = ["labeled", "unlabeled"] + (["test"] if cfg.data.test else [])
     data = load_splits(cfg.data, task, splits)  # type: ignore[arg-type]
     labeled, validation = split_validation(data["labeled"], cfg.train.val_fraction, cfg.train.seed)
+    for warning in leakage_warnings(data):
+        log.warning("warning: %s", warning)
     dump_config(cfg, run.root / "semievol_config.yaml")
     model_key = {
         f: getattr(cfg.model, f)
@@ -239,6 +242,19 @@ def setup(cfg: Config, force: str | None) -> Context:
         },
         resolved=config_to_dict(cfg),
     )
+
+
+def leakage_warnings(data: dict[str, list[Example]]) -> list[str]:
+    """Items shared between splits (same question and options), e.g. test items in labeled."""
+    from semievol.data import find_overlap
+
+    names = list(data)
+    return [
+        f"{overlap} {b} items also appear in {a} (same question and options: leakage)"
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        if (overlap := find_overlap(data[a], data[b]))
+    ]
 
 
 def unlabeled_for_round(ctx: Context, r: int) -> list[Example]:

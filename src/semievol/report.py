@@ -48,6 +48,9 @@ def _data_section(data: dict[str, list[Example]], validation: Sequence[Example],
         rows.append(f"| {split} | {s['rows']} | {dist or '—'}{note} |")
     if validation:
         rows.append(f"| (validation, from labeled) | {len(validation)} | held out of training |")
+    from semievol.pipeline import leakage_warnings
+
+    rows += [f"\n**Warning**: {w}." for w in leakage_warnings(data)]
     return "\n".join(rows)
 
 
