@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
 from semievol.io import atomic_write_json, atomic_write_jsonl
-from semievol.tasks import Task, class_namer
+from semievol.tasks import Task, class_namer, is_closed_set
 
 if TYPE_CHECKING:
     from semievol.backends import Backend, Generation
@@ -60,6 +60,25 @@ def generated_answer(task: Task, ex: Example, gen: Generation) -> dict[str, Any]
     }
 
 
+def score_closed_set(
+    backend: Backend,
+    task: Task,
+    prompts: Sequence[Sequence[dict[str, str]]],
+    examples: Sequence[Example],
+    *,
+    progress: bool = True,
+    desc: str = "scoring",
+) -> list[list[float]]:
+    """The distribution over each example's candidate answers, scored the task's way."""
+    return backend.score_choices(
+        prompts,
+        [task.choices(ex) for ex in examples],  # type: ignore[misc]
+        full_sequence=task.full_sequence_scoring,
+        progress=progress,
+        desc=desc,
+    )  # type: ignore[call-arg]
+
+
 def predict(
     backend: Backend,
     task: Task,
@@ -70,12 +89,9 @@ def predict(
 ) -> list[dict[str, Any]]:
     """One prediction record per example: answer, confidence, and the distribution if closed-set."""
     prompts = [task.messages(ex) for ex in examples]
-    choices = [task.choices(ex) for ex in examples]
     records: list[dict[str, Any]] = []
-    if all(c is not None for c in choices):
-        dists = backend.score_choices(
-            prompts, choices, full_sequence=task.full_sequence_scoring, desc=desc
-        )  # type: ignore[arg-type, call-arg]
+    if is_closed_set(task, examples):
+        dists = score_closed_set(backend, task, prompts, examples, desc=desc)
         for ex, dist in zip(examples, dists, strict=True):
             answer, distribution = closed_set_answer(task, ex, dist)
             records.append(

@@ -27,7 +27,7 @@ from semievol.data import Example, load_splits
 from semievol.io import atomic_write_jsonl
 from semievol.rundir import RunDir, fingerprint_examples, read_jsonl
 from semievol.stages.committee import Member, committee_members
-from semievol.tasks import Task, build_task
+from semievol.tasks import Task, build_task, is_closed_set
 from semievol.training import split_validation
 
 if TYPE_CHECKING:
@@ -132,6 +132,11 @@ class PipelineResult:
     skipped: list[str]
 
 
+def has_justification_stage(cfg: Config) -> bool:
+    """Self-justification runs as a stage of its own; otherwise selection takes the majority."""
+    return cfg.pipeline.collaborative and cfg.committee.justify
+
+
 def stage_names(cfg: Config) -> list[str]:
     """The stages this config runs, in order."""
     p = cfg.pipeline
@@ -139,7 +144,7 @@ def stage_names(cfg: Config) -> list[str]:
     for r in range(1, p.rounds + 1):
         names += [f"round{r}/neighbors"] if p.in_context else []
         names += [f"round{r}/committee"]
-        names += [f"round{r}/justify"] if p.collaborative and cfg.committee.justify else []
+        names += [f"round{r}/justify"] if has_justification_stage(cfg) else []
         names += [f"round{r}/select", f"round{r}/evolve"]
     if cfg.data.test:
         names += ["eval/vanilla"] + (["eval/sft"] if p.in_weight else [])
@@ -162,6 +167,8 @@ class Context:
     closed_set: bool
     base_key: dict[str, Any]
     resolved: dict[str, Any]
+    leakage: list[str] = dataclasses.field(default_factory=list)
+    """Warnings about items shared between splits."""
     sft_dir: Path | None = None
     sft_key: str | None = None
 
@@ -204,7 +211,9 @@ def run_pipeline(cfg: Config, *, force: str | None = None) -> PipelineResult:
         labeler, labeler_key = rnd.adapter, rnd.key
         rounds.append(rnd)
     metrics = evaluate_models(ctx, rounds) if cfg.data.test else {}
-    report = write_report(cfg, ctx.run, ctx.data, ctx.validation, rounds, metrics, ctx.task)
+    report = write_report(
+        cfg, ctx.run, ctx.data, ctx.validation, rounds, metrics, ctx.task, ctx.leakage
+    )
     return PipelineResult(ctx.run.root, report, metrics, rounds, ctx.run.executed, ctx.run.skipped)
 
 
@@ -218,7 +227,8 @@ def setup(cfg: Config, force: str | None) -> Context:
     splits = ["labeled", "unlabeled"] + (["test"] if cfg.data.test else [])
     data = load_splits(cfg.data, task, splits)  # type: ignore[arg-type]
     labeled, validation = split_validation(data["labeled"], cfg.train.val_fraction, cfg.train.seed)
-    for warning in leakage_warnings(data):
+    leakage = leakage_warnings(data)
+    for warning in leakage:
         log.warning("warning: %s", warning)
     dump_config(cfg, run.root / "semievol_config.yaml")
     model_key = {
@@ -233,7 +243,7 @@ def setup(cfg: Config, force: str | None) -> Context:
         data=data,
         labeled=labeled,
         validation=validation,
-        closed_set=all(task.choices(ex) is not None for ex in data["labeled"]),
+        closed_set=is_closed_set(task, data["labeled"]),
         base_key={
             "model": model_key,
             "task": cfg.task,
@@ -241,6 +251,7 @@ def setup(cfg: Config, force: str | None) -> Context:
             "validation": fingerprint_examples(validation),
         },
         resolved=config_to_dict(cfg),
+        leakage=leakage,
     )
 
 
@@ -394,7 +405,7 @@ def self_justification(
     majority vote itself."""
     from semievol.stages.justify import resolve_committee
 
-    if not (ctx.cfg.pipeline.collaborative and ctx.cfg.committee.justify):
+    if not has_justification_stage(ctx.cfg):
         return votes_key
     needed = len(members) > 1
 
@@ -428,9 +439,8 @@ def adaptive_selection(ctx: Context, rnd: Round, members: list[Member], finals_k
 
     def select(stage_dir: Path) -> dict[str, Any]:
         votes = read_votes(rnd, members)
-        finals_file = rnd.dir / "justify/finals.jsonl"
-        if ctx.cfg.pipeline.collaborative and ctx.cfg.committee.justify:
-            finals = read_jsonl(finals_file)
+        if has_justification_stage(ctx.cfg):
+            finals = read_jsonl(rnd.dir / "justify/finals.jsonl")
         else:  # no justification stage: majority vote, no model call
             finals = resolve_committee(
                 None,

@@ -39,7 +39,12 @@ def accuracy_table(metrics: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def _data_section(data: dict[str, list[Example]], validation: Sequence[Example], task: Task) -> str:
+def _data_section(
+    data: dict[str, list[Example]],
+    validation: Sequence[Example],
+    task: Task,
+    leakage: Sequence[str],
+) -> str:
     rows = ["| split | rows | label distribution |", "|---|---|---|"]
     for split, examples in data.items():
         s = summarize(examples, task, audit=split == "unlabeled")
@@ -48,9 +53,7 @@ def _data_section(data: dict[str, list[Example]], validation: Sequence[Example],
         rows.append(f"| {split} | {s['rows']} | {dist or '—'}{note} |")
     if validation:
         rows.append(f"| (validation, from labeled) | {len(validation)} | held out of training |")
-    from semievol.pipeline import leakage_warnings
-
-    rows += [f"\n**Warning**: {w}." for w in leakage_warnings(data)]
+    rows += [f"\n**Warning**: {w}." for w in leakage]
     return "\n".join(rows)
 
 
@@ -129,6 +132,7 @@ def write_report(
     rounds: Sequence[Round],
     metrics: dict[str, dict[str, Any]],
     task: Task,
+    leakage: Sequence[str] = (),
 ) -> Path:
     from semievol.pipeline import stage_names
 
@@ -161,7 +165,7 @@ def write_report(
         "",
         "## Data",
         "",
-        _data_section(data, validation, task),
+        _data_section(data, validation, task, leakage),
         "",
         "## Results on the test set",
         "",

@@ -398,6 +398,11 @@ class FreeFormTask(_Base):
         return pred is not None and _normalise(pred) == _normalise(gold)
 
 
+def is_closed_set(task: Task, examples: Sequence[Example]) -> bool:
+    """Whether every example has a closed set of candidate answers (scored, not generated)."""
+    return all(task.choices(ex) is not None for ex in examples)
+
+
 def class_namer(task: Task, examples: Sequence[Example]) -> Callable[[str | None], str]:
     """Readable class of an answer, for per-class counts: 'B (neutral)' when every item has the
     same options, else the answer itself; '(no answer)' for None."""

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
-from semievol.evaluation import closed_set_answer, generated_answer
+from semievol.evaluation import closed_set_answer, generated_answer, score_closed_set
 from semievol.progress import progress_bar
 from semievol.rundir import ItemLog
-from semievol.tasks import Task
+from semievol.tasks import Task, is_closed_set
 
 if TYPE_CHECKING:
     from semievol.backends import Backend
@@ -180,7 +180,7 @@ def collect_votes(
 
     Items already in a member's log (from an interrupted run) are not recomputed.
     """
-    closed = all(task.choices(ex) is not None for ex in items)
+    closed = is_closed_set(task, items)
     logs = [ItemLog(stage_dir / f"member{i}.jsonl") for i in range(len(members))]
     total = len(items) * len(members)
     done = sum(sum(ex.id in log for ex in items) for log in logs)
@@ -195,32 +195,23 @@ def collect_votes(
         bar.set_postfix_str(f"member {i + 1}/{len(members)}: {member.spec()}")
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start : start + chunk_size]
+            if source is None:
+                backend.use_adapter(adapter_for(member))
+                prompts = [
+                    task.messages(ex, demos_for(member, ex), inline_demos=inline_demos)
+                    for ex in chunk
+                ]
             if closed:
                 if source is not None:
                     dists = [
                         list(logs[source].records[ex.id]["distribution"].values()) for ex in chunk
                     ]
                 else:
-                    backend.use_adapter(adapter_for(member))
-                    prompts = [
-                        task.messages(ex, demos_for(member, ex), inline_demos=inline_demos)
-                        for ex in chunk
-                    ]
-                    dists = backend.score_choices(
-                        prompts,
-                        [task.choices(ex) for ex in chunk],  # type: ignore[misc]
-                        full_sequence=task.full_sequence_scoring,
-                        progress=False,
-                    )  # type: ignore[call-arg]
+                    dists = score_closed_set(backend, task, prompts, chunk, progress=False)
                 records = [
                     _closed_vote(task, ex, d, member) for ex, d in zip(chunk, dists, strict=True)
                 ]
             else:
-                backend.use_adapter(adapter_for(member))
-                prompts = [
-                    task.messages(ex, demos_for(member, ex), inline_demos=inline_demos)
-                    for ex in chunk
-                ]
                 gens = backend.generate(
                     prompts,
                     n=1,

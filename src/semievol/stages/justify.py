@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
-from semievol.evaluation import closed_set_answer, entropy, generated_answer
+from semievol.evaluation import closed_set_answer, entropy, generated_answer, score_closed_set
 from semievol.progress import progress_bar
 from semievol.rundir import ItemLog
-from semievol.tasks import Task
+from semievol.tasks import Task, is_closed_set
 
 if TYPE_CHECKING:
     from semievol.backends import Backend
@@ -73,7 +73,7 @@ def resolve_committee(
     max_new_tokens: int,
 ) -> list[dict[str, Any]]:
     """One final record per item. ``votes[m][item_id]`` is member m's vote record."""
-    closed = all(task.choices(ex) is not None for ex in items)
+    closed = is_closed_set(task, items)
     answers = {ex.id: [v[ex.id].get("vote") for v in votes] for ex in items}
     disputed = [
         ex
@@ -99,12 +99,7 @@ def resolve_committee(
                 for ex in chunk
             ]
             if closed:
-                dists = backend.score_choices(
-                    prompts,
-                    [task.choices(ex) for ex in chunk],  # type: ignore[misc]
-                    full_sequence=task.full_sequence_scoring,
-                    progress=False,
-                )  # type: ignore[call-arg]
+                dists = score_closed_set(backend, task, prompts, chunk, progress=False)
                 records = []
                 for ex, dist in zip(chunk, dists, strict=True):
                     answer, distribution = closed_set_answer(task, ex, dist)
