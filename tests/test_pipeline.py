@@ -310,3 +310,26 @@ def test_overlap_between_splits_is_warned_with_counts(data, tmp_path, backend, c
         run_pipeline(cfg)
     assert "4 test items also appear in labeled" in caplog.text
     assert "4 test items also appear in labeled" in (tmp_path / "run/report.md").read_text()
+
+
+def test_stage_cache_shares_stages_between_run_directories(data, tmp_path, backend):
+    cache = tmp_path / "cache"
+    first = run_pipeline(make_config(data, tmp_path / "a", pipeline={"stage_cache": str(cache)}))
+    calls = backend.score_calls
+    # Another run directory with a different selection: everything before select is reused
+    # from the cache without a model call, select and what follows are computed.
+    other = make_config(
+        data, tmp_path / "b", pipeline={"stage_cache": str(cache)}, selection={"theta": 0.3}
+    )
+    second = run_pipeline(other)
+    assert second.executed == ["round1/select", "round1/evolve", "eval/round1"]
+    assert "sft/train" in second.skipped and "eval/vanilla" in second.skipped
+    assert backend.score_calls > calls  # eval of the new adapter only
+    assert second.metrics["SFT"] == first.metrics["SFT"]
+    b_votes = (tmp_path / "b/round1/committee/member0.jsonl").read_bytes()
+    assert b_votes == (tmp_path / "a/round1/committee/member0.jsonl").read_bytes()
+    # A damaged cached copy is not trusted: the stage is recomputed.
+    cached_sft = next(cache.glob("sft-train-*"))
+    next((cached_sft / "files").rglob("memory.json")).write_text("{}")
+    third = run_pipeline(make_config(data, tmp_path / "c", pipeline={"stage_cache": str(cache)}))
+    assert third.executed[0] == "sft/train"

@@ -42,6 +42,10 @@ class PipelineConfig:
     run_dir: str = "runs/semievol"
     """Run directory: every stage's artifacts, the manifest, report.md. Re-running the same
     command skips finished stages and continues interrupted ones."""
+    stage_cache: str | None = None
+    """Folder shared between runs: finished stages are stored there by key and reused by any
+    run whose stage has the same key (same config and inputs), e.g. one SFT adapter for every
+    ablation. null: no sharing."""
     rounds: int = 1
     """SemiEvol rounds (stages 2-6); each round's evolved adapter labels the next round."""
     unlabeled_batches: bool = False
@@ -221,7 +225,7 @@ def setup(cfg: Config, force: str | None) -> Context:
     """Validate data and config before any model is loaded; write the resolved config."""
     from semievol.config import config_to_dict, dump_config
 
-    run = RunDir(cfg.pipeline.run_dir, force=force)
+    run = RunDir(cfg.pipeline.run_dir, force=force, cache=cfg.pipeline.stage_cache)
     run.check_force(stage_names(cfg))
     task = build_task(cfg.task)
     splits = ["labeled", "unlabeled"] + (["test"] if cfg.data.test else [])

@@ -6,6 +6,10 @@ the checksum recorded when the stage finished. Anything else re-runs the stage, 
 downstream keys contain upstream keys, everything after it re-runs too. Long inference stages
 append one JSON line per finished item to an ``ItemLog``; a re-run with the same key reads it
 back and only computes what is missing.
+
+With a stage cache (``pipeline.stage_cache``), every finished stage is also copied there under
+its key, and a run that needs a stage with the same key copies it back instead of recomputing:
+the SFT adapter of one config serves every ablation that shares it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 STAGE_KEY_FILE = ".stage_key"
+CACHE_ENTRY = "entry.json"
 
 
 def stable_hash(obj: Any) -> str:
@@ -74,10 +79,13 @@ def _artifact_files(stage_dir: Path) -> dict[str, str]:
 class RunDir:
     """Stage bookkeeping of one run directory."""
 
-    def __init__(self, root: str | Path, *, force: str | None = None):
+    def __init__(
+        self, root: str | Path, *, force: str | None = None, cache: str | Path | None = None
+    ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.force = force
+        self.cache = Path(cache) if cache else None
         self._forcing = False
         self.executed: list[str] = []
         self.skipped: list[str] = []
@@ -144,6 +152,10 @@ class RunDir:
                 "stage %s: artifacts missing or changed since it finished; recomputing", name
             )
 
+        if not self._forcing and self._restore_from_cache(name, key, stage_dir):
+            self.skipped.append(name)
+            return key, self.manifest["stages"][name]["outputs"]
+
         key_file = stage_dir / STAGE_KEY_FILE
         same_work = key_file.is_file() and key_file.read_text().strip() == key
         if stage_dir.exists() and not (resumable and same_work and not self._forcing):
@@ -168,8 +180,50 @@ class RunDir:
             "outputs": outputs,
         }
         self._save_manifest()
+        self._store_in_cache(name, key, stage_dir)
         self.executed.append(name)
         return key, outputs
+
+    # --- shared stage cache: runs with identical stage inputs (same key) reuse the result ----
+
+    def _cache_dir(self, name: str, key: str) -> Path:
+        assert self.cache is not None
+        return self.cache / f"{name.replace('/', '-')}-{key[:24]}"
+
+    def _restore_from_cache(self, name: str, key: str, stage_dir: Path) -> bool:
+        if self.cache is None:
+            return False
+        cached = self._cache_dir(name, key)
+        try:
+            entry = json.loads((cached / CACHE_ENTRY).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if entry.get("key") != key or not self._intact(cached / "files", entry):
+            log.warning("stage %s: cached copy in %s is damaged; recomputing", name, cached)
+            return False
+        tmp = stage_dir.with_name(stage_dir.name + ".restoring.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(cached / "files", tmp)
+        shutil.rmtree(stage_dir, ignore_errors=True)
+        tmp.rename(stage_dir)
+        atomic_write_text(stage_dir / STAGE_KEY_FILE, key)
+        self.manifest["stages"][name] = {**entry, "cached_from": str(cached)}
+        self._save_manifest()
+        log.info("stage %s: reused from the stage cache (%s)", name, cached)
+        return True
+
+    def _store_in_cache(self, name: str, key: str, stage_dir: Path) -> None:
+        if self.cache is None:
+            return
+        cached = self._cache_dir(name, key)
+        if (cached / CACHE_ENTRY).is_file():
+            return
+        tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(stage_dir, tmp / "files", ignore=shutil.ignore_patterns(STAGE_KEY_FILE))
+        atomic_write_json(tmp / CACHE_ENTRY, self.manifest["stages"][name])
+        shutil.rmtree(cached, ignore_errors=True)
+        tmp.rename(cached)
 
     @staticmethod
     def _intact(stage_dir: Path, entry: dict[str, Any]) -> bool:
