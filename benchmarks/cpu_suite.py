@@ -1,6 +1,8 @@
 """The CPU benchmark suite: SemiEvol vs Vanilla, SFT and self-training, ablations, θ and
 committee-size grids, with SmolLM2-135M-Instruct on the paper's splits.
 
+Run from the repository root (paths in configs/ are relative to it):
+
     python benchmarks/cpu_suite.py                       # every experiment, in order
     python benchmarks/cpu_suite.py --experiments headline --seeds 0,1,2
     python benchmarks/cpu_suite.py --report-only         # tables and plots from finished runs
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -25,8 +26,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -150,7 +149,7 @@ def execute(root: Path, exp: Experiment, variant: Variant, seed: int) -> None:
     print(f"[{exp.name} / {variant.name} / seed {seed}] {shlex.join(cmd[2:])}", flush=True)
     t0 = time.perf_counter()
     with (out / "suite.log").open("a", encoding="utf-8") as log:
-        code = subprocess.call(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - t0
     if code != 0:
         sys.exit(f"run failed (exit {code}); see {out / 'suite.log'}")
@@ -433,7 +432,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
-    os.chdir(REPO)
     seeds = [int(s) for s in args.seeds.split(",")]
     exps = experiments(seeds)
     wanted = [e for e in args.experiments.split(",") if e]
@@ -444,8 +442,8 @@ def main(argv: list[str]) -> int:
     root = Path(args.root)
     if not args.report_only:
         for exp in chosen:
-            for seed in exp.seeds:
-                for variant in exp.variants:
+            for variant in exp.variants:  # every seed of the main variant first
+                for seed in exp.seeds:
                     execute(root, exp, variant, seed)
     print(report(root, exps, Path(args.out), argv))
     return 0

@@ -9,7 +9,16 @@ from semievol.cli import main
 
 def test_train_then_eval_with_dummy_backend(sentiment_data, tmp_path):
     adapter = tmp_path / "sft"
-    common = ["-q", "train", "--model.backend", "dummy", "--data.id_column", "id"]
+    common = [
+        "-q",
+        "train",
+        "--model.backend",
+        "dummy",
+        "--data.id_column",
+        "id",
+        "--train.val_fraction",
+        "0",
+    ]
     assert (
         main(
             [

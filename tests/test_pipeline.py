@@ -54,6 +54,9 @@ def make_config(data: dict[str, str], run_dir: Path, **sections: dict[str, Any])
         "data": {**data, "id_column": "id"},
         "model": {"backend": "dummy", "batch_size": 2},  # committee chunks of 8 items
         "pipeline": {"run_dir": str(run_dir)},
+        # kNN-demonstration members, so the tests exercise in-context propagation.
+        "committee": {"members": ["demos=knn", "demos=knn_next", "demos=none"]},
+        "train": {"val_fraction": 0.0},  # the tiny labeled set is all for training
     }
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
@@ -82,6 +85,10 @@ def run_args(data: dict[str, str], run_dir: Path, *extra: str) -> list[str]:
         data["unlabeled"],
         "--pipeline.run_dir",
         str(run_dir),
+        "--train.val_fraction",
+        "0",
+        "--committee.members",
+        "[demos=knn, demos=knn_next, demos=none]",
         *extra,
     ]
 
@@ -333,3 +340,15 @@ def test_stage_cache_shares_stages_between_run_directories(data, tmp_path, backe
     next((cached_sft / "files").rglob("memory.json")).write_text("{}")
     third = run_pipeline(make_config(data, tmp_path / "c", pipeline={"stage_cache": str(cache)}))
     assert third.executed[0] == "sft/train"
+
+
+def test_neighbors_stage_runs_only_for_members_with_demonstrations(data, tmp_path, backend):
+    from semievol.stages.committee import CommitteeConfig
+
+    default = make_config(data, tmp_path / "a", committee={"members": CommitteeConfig().members})
+    assert "round1/neighbors" not in stage_names(default)
+    result = run_pipeline(default)
+    assert result.executed == stage_names(default)
+    assert not (tmp_path / "a/round1/neighbors").exists()
+    with_knn = make_config(data, tmp_path / "b", committee={"members": ["demos=knn"]})
+    assert "round1/neighbors" in stage_names(with_knn)

@@ -39,6 +39,8 @@ def test_train_eval_and_reload_on_the_bundled_model(tmp_path):
                 "1",
                 "--train.batch_size",
                 "8",
+                "--train.val_fraction",
+                "0",
             ]
         )
         == 0

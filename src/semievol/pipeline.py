@@ -60,12 +60,13 @@ class PipelineConfig:
     member alone labels (w/o CL)."""
     adaptive_selection: bool = True
     """Adaptive selection by confidence. false: every answered pseudo-label is kept (w/o AS)."""
-    evolve_from: Literal["base", "sft"] = "base"
-    """Evolve stage: 'base' trains a fresh adapter on the base model; 'sft' continues training
-    the SFT adapter (the latest adapter in later rounds). On fpb 'sft' scored 5 points higher
-    (BENCHMARKS.md), not yet confirmed on a validation split, so 'base' stays the default."""
-    evolve_epochs: int | None = None
-    """Epochs of the evolve stage (null: train.epochs)."""
+    evolve_from: Literal["base", "sft"] = "sft"
+    """Evolve stage: 'sft' continues training the SFT adapter (the latest adapter in later
+    rounds); 'base' trains a fresh adapter on the base model. A fresh adapter has to learn
+    minority classes again from pseudo-labels that hardly contain them (BENCHMARKS.md)."""
+    evolve_epochs: int | None = 1
+    """Epochs of the evolve stage (null: train.epochs); with a validation split the best one
+    is kept."""
     evolve_learning_rate: float | None = None
     """Learning rate of the evolve stage (null: train.learning_rate)."""
 
@@ -141,12 +142,20 @@ def has_justification_stage(cfg: Config) -> bool:
     return cfg.pipeline.collaborative and cfg.committee.justify
 
 
+def needs_neighbors(cfg: Config) -> bool:
+    """In-context propagation runs when it is on and some committee member shows demos."""
+    members = committee_members(
+        cfg.committee, in_context=cfg.pipeline.in_context, collaborative=cfg.pipeline.collaborative
+    )
+    return any(m.demos != "none" for m in members)
+
+
 def stage_names(cfg: Config) -> list[str]:
     """The stages this config runs, in order."""
     p = cfg.pipeline
     names = ["sft/train"] if p.in_weight else []
     for r in range(1, p.rounds + 1):
-        names += [f"round{r}/neighbors"] if p.in_context else []
+        names += [f"round{r}/neighbors"] if needs_neighbors(cfg) else []
         names += [f"round{r}/committee"]
         names += [f"round{r}/justify"] if has_justification_stage(cfg) else []
         names += [f"round{r}/select", f"round{r}/evolve"]
@@ -315,7 +324,7 @@ def in_context_propagation(
     """Neighbour lists (unlabeled id → labeled ids, nearest first), or nothing without ICP."""
     from semievol.stages.in_context import load_neighbors, propagate_in_context
 
-    if not ctx.cfg.pipeline.in_context:
+    if not needs_neighbors(ctx.cfg):
         return {}, None
 
     def find_neighbors(stage_dir: Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     base = {
         "data": {k: str(v) for k, v in paths.items()} | DATA_COLUMNS,
         "task": TASK,
-        "train": {"epochs": 6, "learning_rate": 1e-3, "batch_size": 4},
+        "train": {"epochs": 6, "learning_rate": 1e-3, "batch_size": 4, "val_fraction": 0.0},
         "pipeline": {"run_dir": str(out), "evolve_epochs": 2},
     }
     cfg = resolve(args, base=base)
