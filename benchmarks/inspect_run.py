@@ -5,12 +5,14 @@ Usage: python benchmarks/inspect_run.py RUN_DIR [ROUND]
 Reads only the run's artifacts (committee votes, final pseudo-labels with their audit gold,
 the manifest) and prints: each committee member's vote counts and accuracy, how answer sources
 split between kept and rejected, the class mix of unanimous answers, how often a justified answer
-equals each member's vote, and the mean top-1 cosine of the kNN neighbours.
+equals each member's vote, the precision each member alone would reach with per-class top-50 %
+entropy selection (the default selection), and the mean top-1 cosine of the kNN neighbours.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,6 +20,23 @@ from pathlib import Path
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def member_alone_precision(votes: list[dict], gold: dict, theta: float = 0.5) -> str:
+    """Precision of one member's votes after per-class top-θ selection by entropy."""
+
+    def entropy(dist: dict) -> float:
+        return -sum(p * math.log(p) for p in dist.values() if p > 0)
+
+    by_class: dict[str, list[dict]] = {}
+    for v in votes:
+        by_class.setdefault(v["vote"], []).append(v)
+    kept = []
+    for group in by_class.values():
+        group.sort(key=lambda v: entropy(v["distribution"]))
+        kept += group[: round(theta * len(group))]
+    correct = sum(v["vote"] == gold[v["id"]] for v in kept)
+    return f"{correct / max(1, len(kept)) * 100:.1f} % of {len(kept)}"
 
 
 def main(run_dir: str, round_number: str = "1") -> None:
@@ -33,6 +52,8 @@ def main(run_dir: str, round_number: str = "1") -> None:
             f"votes {dict(sorted(Counter(v['vote'] for v in votes).items()))}, "
             f"accuracy {correct / len(votes) * 100:.1f} %"
         )
+        if "distribution" in votes[0]:
+            print(f"  alone, per-class top-50 % by entropy: {member_alone_precision(votes, gold)}")
     print(
         "source × kept:", dict(sorted(Counter((r["source"], r["kept"]) for r in records).items()))
     )
