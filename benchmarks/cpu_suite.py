@@ -67,6 +67,15 @@ def experiments(seeds: list[int]) -> list[Experiment]:
     subset += ["--data.test_limit", "300"]
     return [
         Experiment("headline", fpb, [semievol, Variant("Self-training", SELF_TRAINING)], seeds),
+        # Few labels, where semi-supervised learning should matter most: the first 80 labeled
+        # rows (64 for training, 16 for validation), the same unlabeled and test data.
+        Experiment(
+            "low_label",
+            fpb,
+            [semievol, Variant("Self-training", SELF_TRAINING)],
+            seeds,
+            ["--data.labeled_limit", "80"],
+        ),
         Experiment(
             "ablations",
             fpb,
@@ -401,6 +410,7 @@ def report(root: Path, exps: list[Experiment], out: Path, argv: list[str]) -> st
         *stage_time_table(results),
     ]
     for name, title, col in (
+        ("low_label", "fpb with 80 labeled rows (64 train / 16 validation)", "variant"),
         ("ablations", "fpb ablations", "variant"),
         ("theta", "fpb θ grid", "θ"),
         ("committee_size", "fpb committee size", "committee"),
