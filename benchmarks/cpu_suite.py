@@ -5,6 +5,7 @@ Run from the repository root (paths in configs/ are relative to it):
 
     python benchmarks/cpu_suite.py                       # every experiment, in order
     python benchmarks/cpu_suite.py --experiments headline --seeds 0,1,2
+    python benchmarks/cpu_suite.py --experiments theta --variants "θ=1.0"
     python benchmarks/cpu_suite.py --report-only         # tables and plots from finished runs
 
 Every run is a ``semievol run`` into ``<root>/<experiment>/<variant>/seed<s>`` with one shared
@@ -437,6 +438,7 @@ def report(root: Path, exps: list[Experiment], out: Path, argv: list[str]) -> st
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", default="", help="comma-separated names (default: all)")
+    parser.add_argument("--variants", default="", help="comma-separated row labels (default: all)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--root", default="runs/bench/suite")
     parser.add_argument("--out", default="benchmarks/results")
@@ -452,7 +454,8 @@ def main(argv: list[str]) -> int:
     root = Path(args.root)
     if not args.report_only:
         for exp in chosen:
-            for variant in exp.variants:  # every seed of the main variant first
+            picked = [v for v in exp.variants if not args.variants or v.name in args.variants]
+            for variant in picked:  # every seed of the main variant first
                 for seed in exp.seeds:
                     execute(root, exp, variant, seed)
     print(report(root, exps, Path(args.out), argv))
