@@ -454,7 +454,8 @@ def main(argv: list[str]) -> int:
     root = Path(args.root)
     if not args.report_only:
         for exp in chosen:
-            picked = [v for v in exp.variants if not args.variants or v.name in args.variants]
+            wanted_v = [v for v in args.variants.split(",") if v]
+            picked = [v for v in exp.variants if not wanted_v or v.name in wanted_v]
             for variant in picked:  # every seed of the main variant first
                 for seed in exp.seeds:
                     execute(root, exp, variant, seed)
