@@ -221,6 +221,15 @@ def collect(root: Path, exps: list[Experiment]) -> dict:
     return results
 
 
+def best_validation(entry: dict | None) -> str:
+    history = (entry or {}).get("outputs", {}).get("history", [])
+    scored = [(h["val_accuracy"], -h["epoch"], h["epoch"]) for h in history if "val_accuracy" in h]
+    if not scored:
+        return "—"
+    acc, _, epoch = max(scored)
+    return f"{100 * acc:.1f} (epoch {epoch})"
+
+
 def headline_table(results: dict) -> list[str]:
     runs = results.get("headline", {})
     semi, st = runs.get("SemiEvol", {}), runs.get("Self-training", {})
@@ -243,6 +252,18 @@ def headline_table(results: dict) -> list[str]:
             + " | ".join(cells)
             + f" | {mean_std([v for v in vals if v is not None])} |"
         )
+    lines += ["", "Validation accuracy (held-out labeled rows) of the epoch each stage kept:", ""]
+    lines += ["| stage | " + " | ".join(f"seed {s}" for s in seeds) + " |"]
+    lines.append("|---" * (len(seeds) + 1) + "|")
+    for label, runs_, stage in (
+        ("SFT", semi, "sft/train"),
+        ("Self-training evolve", st, "round1/evolve"),
+        ("SemiEvol evolve", semi, "round1/evolve"),
+    ):
+        cells = [
+            best_validation(runs_[s]["stages"].get(stage)) if s in runs_ else "—" for s in seeds
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     diffs = [
         semi[s]["accuracy"]["round1"] - semi[s]["accuracy"]["sft"]
         for s in seeds
