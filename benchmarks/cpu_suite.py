@@ -345,11 +345,18 @@ def stage_time_table(results: dict) -> list[str]:
 # --- plots -------------------------------------------------------------------------------------
 
 
-def plot_theta(results: dict, out: Path) -> Path | None:
+def pyplot():
+    """matplotlib's pyplot on the file-only backend (ImportError without the bench extra)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_theta(results: dict, out: Path) -> Path | None:
+    plt = pyplot()
 
     semi = results.get("headline", {}).get("SemiEvol", {})
     grid = results.get("theta", {})
@@ -389,10 +396,7 @@ def plot_theta(results: dict, out: Path) -> Path | None:
 
 def plot_entropy(results: dict, out: Path) -> Path | None:
     """Entropy of the answer distribution on test items, like the paper's Fig. 4."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     semi = results.get("headline", {}).get("SemiEvol", {})
     if not semi:
@@ -472,10 +476,13 @@ def main(argv: list[str]) -> int:
     if unknown:
         parser.error(f"unknown experiments {sorted(unknown)}; have {[e.name for e in exps]}")
     chosen = [e for e in exps if not wanted or e.name in wanted]
+    wanted_v = [v for v in args.variants.split(",") if v]
+    unknown = set(wanted_v) - {v.name for e in chosen for v in e.variants}
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)} for the chosen experiments")
     root = Path(args.root)
     if not args.report_only:
         for exp in chosen:
-            wanted_v = [v for v in args.variants.split(",") if v]
             picked = [v for v in exp.variants if not wanted_v or v.name in wanted_v]
             for variant in picked:  # every seed of the main variant first
                 for seed in exp.seeds:

@@ -12,29 +12,27 @@ entropy selection (the default selection), and the mean top-1 cosine of the kNN 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections import Counter
 from pathlib import Path
+
+from semievol.evaluation import entropy
+from semievol.stages.selection import SelectionConfig, select_pseudo_labels
 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def member_alone_precision(votes: list[dict], gold: dict, theta: float = 0.5) -> str:
-    """Precision of one member's votes after per-class top-θ selection by entropy."""
-
-    def entropy(dist: dict) -> float:
-        return -sum(p * math.log(p) for p in dist.values() if p > 0)
-
-    by_class: dict[str, list[dict]] = {}
-    for v in votes:
-        by_class.setdefault(v["vote"], []).append(v)
-    kept = []
-    for group in by_class.values():
-        group.sort(key=lambda v: entropy(v["distribution"]))
-        kept += group[: round(theta * len(group))]
+def member_alone_precision(votes: list[dict], gold: dict) -> str:
+    """Precision of one member's votes under the default selection (θ=0.5, per class, by
+    entropy), i.e. what the pipeline would keep if this member labeled alone."""
+    finals = [
+        {"id": v["id"], "answer": v["vote"], "score": entropy(list(v["distribution"].values()))}
+        for v in votes
+    ]
+    decisions = select_pseudo_labels(finals, SelectionConfig(), closed_set=True)
+    kept = [v for v in votes if decisions[v["id"]].kept]
     correct = sum(v["vote"] == gold[v["id"]] for v in kept)
     return f"{correct / max(1, len(kept)) * 100:.1f} % of {len(kept)}"
 
@@ -53,7 +51,9 @@ def main(run_dir: str, round_number: str = "1") -> None:
             f"accuracy {correct / len(votes) * 100:.1f} %"
         )
         if "distribution" in votes[0]:
-            print(f"  alone, per-class top-50 % by entropy: {member_alone_precision(votes, gold)}")
+            print(
+                f"  alone, default selection (per-class top-50 % by entropy): {member_alone_precision(votes, gold)}"
+            )
     print(
         "source × kept:", dict(sorted(Counter((r["source"], r["kept"]) for r in records).items()))
     )
