@@ -288,3 +288,116 @@ def test_validation_split_keeps_the_best_epoch(tiny_model_dir, tmp_path):
     reloaded = [p for r in records for p in r["distribution"].values()]
     assert reloaded == pytest.approx(seen[kept - 1], abs=1e-4)
     assert reloaded != pytest.approx(seen[-1], abs=1e-4)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_training_resumes_from_its_checkpoint_bit_exactly(tiny_model_dir, tmp_path, monkeypatch):
+    """A training killed mid-epoch resumes at its last checkpoint (not step 0) and ends with the
+    adapter an uninterrupted run produces, byte for byte, best-epoch choice included."""
+    import semievol.backends.hf as hf
+    from semievol.data import Example
+    from semievol.training import validation_hook
+
+    task = build_task(TaskConfig())
+    rows = sentiment_rows(24)
+    exs = [
+        TrainExample(
+            task.messages(Example(r["id"], r["question"], json.loads(r["options"]))), r["answer"]
+        )
+        for r in rows[:18]
+    ]
+    val = [
+        Example(r["id"], r["question"], json.loads(r["options"]), r["answer"]) for r in rows[18:]
+    ]
+    cfg = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-2, seed=5, checkpoint_every=2)
+
+    def train(out, backend):
+        return backend.train(
+            exs, cfg, out, epoch_end=validation_hook(backend, task, val), progress=False
+        )
+
+    reference = train(tmp_path / "ref", HFBackend(ModelConfig(name=str(tiny_model_dir))))
+    assert not (tmp_path / "ref.checkpoint").exists()  # removed once the adapter is saved
+
+    steps_seen = []
+    real_trace = hf.trace
+
+    def killing_trace(event, **fields):
+        real_trace(event, **fields)
+        if event == "train_step":
+            steps_seen.append(fields["step"])
+            if fields["step"] == 7:  # epoch 2 (5 steps per epoch), after the step-6 checkpoint
+                raise _Killed
+
+    monkeypatch.setattr(hf, "trace", killing_trace)
+    with pytest.raises(_Killed):
+        train(tmp_path / "resumed", HFBackend(ModelConfig(name=str(tiny_model_dir))))
+    assert (tmp_path / "resumed.checkpoint" / "state.json").is_file()
+    assert not (tmp_path / "resumed").exists()
+
+    steps_seen.clear()
+    monkeypatch.setattr(hf, "trace", real_trace)
+    monkeypatch.setattr(
+        hf, "trace", lambda e, **f: steps_seen.append(f.get("step")) if e == "train_step" else None
+    )
+    # A fresh process: new backend, new adapter name, and torch's RNG elsewhere.
+    torch.manual_seed(12345)
+    resumed = train(tmp_path / "resumed", HFBackend(ModelConfig(name=str(tiny_model_dir))))
+    assert steps_seen[0] == 7, "training restarted instead of resuming at step 7"
+    assert resumed.steps == reference.steps == 15
+    assert [h["val_accuracy"] for h in resumed.history] == [
+        h["val_accuracy"] for h in reference.history
+    ]
+    a = load_file(reference.adapter_dir / "adapter_model.safetensors")
+    b = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_damaged_or_foreign_checkpoint_is_not_trusted(
+    tiny_model_dir, tmp_path, monkeypatch, caplog
+):
+    import semievol.backends.hf as hf
+    from semievol.data import Example
+
+    task = build_task(TaskConfig())
+    exs = [
+        TrainExample(
+            task.messages(Example(r["id"], r["question"], json.loads(r["options"]))), r["answer"]
+        )
+        for r in sentiment_rows(8)
+    ]
+    backend = HFBackend(ModelConfig(name=str(tiny_model_dir)))
+    cfg = TrainConfig(epochs=2, batch_size=2, learning_rate=1e-2, seed=1, checkpoint_every=1)
+    reference = load_file(
+        backend.train(exs, cfg, tmp_path / "ref", progress=False).adapter_dir
+        / "adapter_model.safetensors"
+    )
+
+    def kill_at_step(event, **fields):
+        if event == "train_step" and fields["step"] == 3:
+            raise _Killed
+
+    for case, killed_cfg in [
+        ("foreign", TrainConfig(**{**vars(cfg), "seed": 2})),
+        ("damaged", cfg),
+    ]:
+        out = tmp_path / case
+        monkeypatch.setattr(hf, "trace", kill_at_step)
+        with pytest.raises(_Killed):
+            backend.train(exs, killed_cfg, out, progress=False)
+        monkeypatch.undo()
+        state = out.with_name(out.name + ".checkpoint") / "state.safetensors"
+        if case == "damaged":
+            data = bytearray(state.read_bytes())
+            data[-1] ^= 0xFF
+            state.write_bytes(bytes(data))
+        caplog.clear()
+        result = backend.train(exs, cfg, out, progress=False)
+        expected = "belongs to another training run" if case == "foreign" else "is damaged"
+        assert expected in caplog.text
+        weights = load_file(result.adapter_dir / "adapter_model.safetensors")
+        assert all(torch.equal(reference[k], weights[k]) for k in reference), case

@@ -302,7 +302,7 @@ def test_ctrl_c_exits_with_one_line_on_how_to_resume(data, tmp_path, monkeypatch
     args = run_args(data, tmp_path / "run")
     assert main(args) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "re-run the same command" in err[0]
+    assert len(err) == 1 and "run the same command again to resume" in err[0]
     monkeypatch.setattr("semievol.backends.build_backend", lambda config: RecordingBackend())
     assert main(args) == 0
     assert "up to date, reused: sft/train, round1/neighbors" in capsys.readouterr().out

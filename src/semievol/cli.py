@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from semievol.config import SECTIONS, Config, field_docs, load_config, parse_cli_value, type_name
-from semievol.errors import SemievolError
+from semievol.errors import Interrupted, SemievolError
 
 COMMANDS = {
     # name: (module, help, sections whose flags it takes)
@@ -120,17 +120,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.environ["TQDM_DISABLE"] = "1"
     import importlib
+    import signal
 
-    module = importlib.import_module(COMMANDS[args.command][0])
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (schedulers, `kill`) stops as cleanly as Ctrl-C
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
+        module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args) or 0)
     except SemievolError as e:
         for line in str(e).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        message = str(e) if isinstance(e, Interrupted) else ""
         print(
-            "interrupted; finished artifacts are kept, re-run the same command to redo the rest",
+            message
+            or "interrupted; finished artifacts are kept, re-run the same command to redo the rest",
             file=sys.stderr,
         )
         return 130

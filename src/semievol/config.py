@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -29,6 +30,9 @@ from semievol.stages.in_context import InContextConfig
 from semievol.stages.selection import SelectionConfig
 from semievol.tasks import TaskConfig
 from semievol.training import TrainConfig
+
+# Setting names that hold credentials: refused in configs (which are copied into run dirs).
+SECRET_NAME = re.compile(r"(api_?key|token|secret|password|credential)", re.IGNORECASE)
 
 
 @dataclasses.dataclass
@@ -136,6 +140,12 @@ def build_section(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping of settings, got {values!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    secret = next((k for k in values if k not in names and SECRET_NAME.search(k)), None)
+    if secret:
+        raise ConfigError(
+            f"{where}: {secret!r} looks like a secret; semievol reads credentials only from "
+            "environment variables (e.g. HF_TOKEN), never from config files"
+        )
     unknown = [k for k in values if k not in names]
     if unknown:
         raise ConfigError(

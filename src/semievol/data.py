@@ -300,6 +300,8 @@ def parse_options(value: Any) -> list[str]:
         if isinstance(opt, bool) or not isinstance(opt, str | int | float):
             raise ValueError(f"option {i + 1} is a {type(opt).__name__}, expected text")
         text = str(opt).strip()
+        if "\x00" in text:
+            raise ValueError(f"option {i + 1} contains a NUL byte")
         if not text:
             raise ValueError(f"option {i + 1} is empty")
         options.append(text)
@@ -325,6 +327,8 @@ def _cell(value: Any) -> str | None:
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL byte (a binary file or a broken export?)")
         return value if value.strip() else None
     raise TypeError(type(value).__name__)
 
@@ -353,6 +357,8 @@ def _parse_row(
             return _cell(record.get(column))
         except TypeError as e:
             raise fail(column, f"expected text, got a {e}") from None
+        except ValueError as e:
+            raise fail(column, str(e)) from None
 
     try:
         question = text_of(config.question_column)

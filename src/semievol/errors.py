@@ -13,6 +13,10 @@ class ConfigError(SemievolError):
     """A config file, flag or Python argument is invalid."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during a run; the message says how to resume."""
+
+
 class ModelLoadError(SemievolError):
     """A model, tokenizer or adapter could not be loaded."""
 

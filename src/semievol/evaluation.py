@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
 from semievol.io import atomic_write_json, atomic_write_jsonl
+from semievol.progress import progress_bar
+from semievol.rundir import ItemLog
 from semievol.tasks import Task, class_namer, is_closed_set
 
 if TYPE_CHECKING:
@@ -86,12 +88,48 @@ def predict(
     *,
     max_new_tokens: int = 32,
     desc: str = "eval",
+    log: ItemLog | None = None,
+    chunk_size: int = 64,
 ) -> list[dict[str, Any]]:
-    """One prediction record per example: answer, confidence, and the distribution if closed-set."""
+    """One prediction record per example: answer, confidence, and the distribution if closed-set.
+
+    With an ``ItemLog``, items already in it are not recomputed and new records are appended in
+    chunks of ``chunk_size`` as they finish, so a killed evaluation resumes where it stopped.
+    """
+    closed = is_closed_set(task, examples)
+    if log is None:
+        return _predict_items(backend, task, examples, closed, max_new_tokens, desc, progress=True)
+    pending = [ex for ex in examples if ex.id not in log]
+    # Chunks of similar length keep the backend's length bucketing effective.
+    pending.sort(key=lambda ex: len(ex.question) + sum(len(o) for o in ex.options or []))
+    bar = progress_bar(
+        total=len(examples), initial=len(examples) - len(pending), desc=desc, unit="q"
+    )
+    for start in range(0, len(pending), chunk_size):
+        chunk = pending[start : start + chunk_size]
+        log.computing(ex.id for ex in chunk)
+        log.append(
+            _predict_items(backend, task, chunk, closed, max_new_tokens, desc, progress=False)
+        )
+        bar.update(len(chunk))
+    bar.close()
+    return [dict(log.records[ex.id]) for ex in examples]
+
+
+def _predict_items(
+    backend: Backend,
+    task: Task,
+    examples: Sequence[Example],
+    closed: bool,
+    max_new_tokens: int,
+    desc: str,
+    *,
+    progress: bool,
+) -> list[dict[str, Any]]:
     prompts = [task.messages(ex) for ex in examples]
     records: list[dict[str, Any]] = []
-    if is_closed_set(task, examples):
-        dists = score_closed_set(backend, task, prompts, examples, desc=desc)
+    if closed:
+        dists = score_closed_set(backend, task, prompts, examples, desc=desc, progress=progress)
         for ex, dist in zip(examples, dists, strict=True):
             answer, distribution = closed_set_answer(task, ex, dist)
             records.append(
@@ -105,7 +143,12 @@ def predict(
             )
     else:
         gens = backend.generate(
-            prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, desc=desc
+            prompts,
+            n=1,
+            temperature=0.0,
+            max_new_tokens=max_new_tokens,
+            desc=desc,
+            progress=progress,
         )  # type: ignore[call-arg]
         for ex, (gen,) in zip(examples, gens, strict=True):
             records.append(
@@ -167,9 +210,19 @@ def evaluate(
     *,
     max_new_tokens: int = 32,
     desc: str = "eval",
+    log: ItemLog | None = None,
+    chunk_size: int = 64,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Metrics and per-item records of the backend's active model on labeled examples."""
-    records = predict(backend, task, examples, max_new_tokens=max_new_tokens, desc=desc)
+    records = predict(
+        backend,
+        task,
+        examples,
+        max_new_tokens=max_new_tokens,
+        desc=desc,
+        log=log,
+        chunk_size=chunk_size,
+    )
     return score(task, examples, records), records
 
 
@@ -198,18 +251,32 @@ def compare_models(
     output_dir: str | Path,
     *,
     max_new_tokens: int = 32,
+    resume: bool = False,
+    chunk_size: int = 64,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate several models (label → adapter name, None = Vanilla) on one loaded backend and
-    write ``metrics.json`` and ``predictions_<label>.jsonl`` to ``output_dir``."""
+    write ``metrics.json`` and ``predictions_<label>.jsonl`` to ``output_dir``.
+
+    With ``resume`` (the pipeline's keyed eval stages), predictions are appended to
+    ``predictions_<label>.jsonl`` as they finish and an interrupted evaluation continues from
+    them; the file is then rewritten with the scored records.
+    """
     output_dir = Path(output_dir)
     results: dict[str, dict[str, Any]] = {}
     for label, adapter in models.items():
         backend.use_adapter(adapter)
+        path = output_dir / f"predictions_{_slug(label)}.jsonl"
         metrics, records = evaluate(
-            backend, task, examples, max_new_tokens=max_new_tokens, desc=f"eval {label}"
+            backend,
+            task,
+            examples,
+            max_new_tokens=max_new_tokens,
+            desc=f"eval {label}",
+            log=ItemLog(path) if resume else None,
+            chunk_size=chunk_size,
         )
         results[label] = metrics
-        atomic_write_jsonl(output_dir / f"predictions_{_slug(label)}.jsonl", records)
+        atomic_write_jsonl(path, records)
     atomic_write_json(output_dir / "metrics.json", results)
     return results
 

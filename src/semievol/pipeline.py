@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from semievol.data import Example, load_splits
+from semievol.errors import Interrupted
 from semievol.io import atomic_write_jsonl
 from semievol.rundir import RunDir, fingerprint_examples, read_jsonl
 from semievol.stages.committee import Member, committee_members
 from semievol.tasks import Task, build_task, is_closed_set
-from semievol.training import split_validation
+from semievol.training import result_key, split_validation
 
 if TYPE_CHECKING:
     from semievol.backends import Backend, ModelConfig
@@ -193,6 +194,16 @@ class Context:
 
 def run_pipeline(cfg: Config, *, force: str | None = None) -> PipelineResult:
     """Run (or resume) SemiEvol as configured and write the report."""
+    try:
+        return _run_stages(cfg, force)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; finished stages and items are kept in {cfg.pipeline.run_dir}: "
+            "run the same command again to resume"
+        ) from None
+
+
+def _run_stages(cfg: Config, force: str | None) -> PipelineResult:
     from semievol.report import write_report
 
     ctx = setup(cfg, force)
@@ -234,11 +245,12 @@ def setup(cfg: Config, force: str | None) -> Context:
     """Validate data and config before any model is loaded; write the resolved config."""
     from semievol.config import config_to_dict, dump_config
 
-    run = RunDir(cfg.pipeline.run_dir, force=force, cache=cfg.pipeline.stage_cache)
-    run.check_force(stage_names(cfg))
     task = build_task(cfg.task)
     splits = ["labeled", "unlabeled"] + (["test"] if cfg.data.test else [])
     data = load_splits(cfg.data, task, splits)  # type: ignore[arg-type]
+    # Only valid input gets a run directory: bad input leaves nothing behind.
+    run = RunDir(cfg.pipeline.run_dir, force=force, cache=cfg.pipeline.stage_cache)
+    run.check_force(stage_names(cfg))
     labeled, validation = split_validation(data["labeled"], cfg.train.val_fraction, cfg.train.seed)
     leakage = leakage_warnings(data)
     for warning in leakage:
@@ -311,7 +323,12 @@ def in_weight_propagation(ctx: Context) -> tuple[Path, str]:
         ctx.models.trained(stage_dir / "adapter", result.adapter_name)
         return training_summary(result)
 
-    key, _ = ctx.run.stage("sft/train", {**ctx.base_key, "train": ctx.cfg.train}, train_sft)
+    key, _ = ctx.run.stage(
+        "sft/train",
+        {**ctx.base_key, "train": result_key(ctx.cfg.train)},
+        train_sft,
+        resumable=True,  # keeps the training checkpoint of an interrupted run
+    )
     return ctx.run.root / "sft/train/adapter", key
 
 
@@ -345,6 +362,7 @@ def in_context_propagation(
             "in_context": {f: getattr(ctx.cfg.in_context, f) for f in ("k", "embedder", "index")},
         },
         find_neighbors,
+        resumable=True,
     )
     return load_neighbors(rnd.dir / "neighbors"), key
 
@@ -538,10 +556,11 @@ def evolve_adapter(
             "select": select_key,
             "previous_rounds": labeler_key if p.unlabeled_batches else None,
             "init": labeler_key if init is not None else None,
-            "train": train_cfg,
+            "train": result_key(train_cfg),
             "pseudo": fingerprint_examples(pseudo),
         },
         train,
+        resumable=True,
     )
     rnd.adapter = rnd.dir / "evolve/adapter"
     return key
@@ -573,6 +592,8 @@ def evaluate_models(ctx: Context, rounds: list[Round]) -> dict[str, dict[str, An
                 {label: ctx.models.adapter(path)},
                 stage_dir,
                 max_new_tokens=ctx.cfg.eval.max_new_tokens,
+                resume=True,
+                chunk_size=4 * ctx.chunk,  # bigger chunks bucket better; eval is cheap to redo
             )[label]
 
         _, metrics[label] = ctx.run.stage(
@@ -585,5 +606,6 @@ def evaluate_models(ctx: Context, rounds: list[Round]) -> dict[str, dict[str, An
                 "max_new_tokens": ctx.cfg.eval.max_new_tokens,
             },
             evaluate,
+            resumable=True,
         )
     return metrics

@@ -29,6 +29,7 @@ from typing import Any
 from semievol.data import Example
 from semievol.errors import ConfigError
 from semievol.io import atomic_write_json, atomic_write_text
+from semievol.trace import trace
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _is_scratch(rel: Path) -> bool:
+    """Temporary files and folders of atomic writes (``*.tmp``, ``.name.old``)."""
+    return any(part.endswith((".tmp", ".old")) for part in rel.parts)
+
+
 def _artifact_files(stage_dir: Path) -> dict[str, str]:
     return {
         str(p.relative_to(stage_dir)): file_sha256(p)
         for p in sorted(stage_dir.rglob("*"))
-        if p.is_file() and p.name != STAGE_KEY_FILE and not p.name.endswith(".tmp")
+        if p.is_file() and p.name != STAGE_KEY_FILE and not _is_scratch(p.relative_to(stage_dir))
     }
+
+
+def _remove_scratch(stage_dir: Path) -> None:
+    """Delete what killed atomic writes left behind, before a stage resumes."""
+    for p in sorted(stage_dir.rglob("*"), key=lambda q: len(q.parts)):
+        if p.exists() and p.name.endswith((".tmp", ".old")):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 class RunDir:
@@ -82,8 +98,7 @@ class RunDir:
     def __init__(
         self, root: str | Path, *, force: str | None = None, cache: str | Path | None = None
     ):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root)  # created by the first write, so a failed check leaves nothing
         self.force = force
         self.cache = Path(cache) if cache else None
         self._forcing = False
@@ -162,6 +177,7 @@ class RunDir:
             shutil.rmtree(stage_dir)
         elif stage_dir.exists():
             log.info("stage %s: resuming interrupted work", name)
+            _remove_scratch(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(key_file, key)
         if self.manifest["stages"].pop(name, None) is not None:
@@ -170,6 +186,7 @@ class RunDir:
         started = dt.datetime.now(dt.UTC)
         t0 = time.perf_counter()
         log.info("stage %s: running", name)
+        trace("stage_start", stage=name)
         outputs = compute(stage_dir)
         seconds = time.perf_counter() - t0
         self.manifest["stages"][name] = {
@@ -181,6 +198,7 @@ class RunDir:
         }
         self._save_manifest()
         self._store_in_cache(name, key, stage_dir)
+        trace("stage_done", stage=name)
         self.executed.append(name)
         return key, outputs
 
@@ -270,6 +288,10 @@ class ItemLog:
     def __len__(self) -> int:
         return len(self.records)
 
+    def computing(self, ids: Iterable[str]) -> None:
+        """Mark items as handed to the model (a trace event; see ``semievol.trace``)."""
+        trace("compute", log=str(self.path.resolve()), ids=list(ids))
+
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         records = list(records)
         if not records:
@@ -282,6 +304,7 @@ class ItemLog:
             os.fsync(f.fileno())
         for record in records:
             self.records[record["id"]] = record
+        trace("logged", log=str(self.path.resolve()), ids=[r["id"] for r in records])
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

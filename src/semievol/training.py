@@ -5,6 +5,7 @@ The config lives here; the training loop itself belongs to each backend (``Backe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,9 +58,15 @@ class TrainConfig:
     keep_best_epoch: bool = True
     """With a validation split, save the epoch with the best validation accuracy (the earliest
     on ties) instead of the last one."""
+    checkpoint_every: int = 20
+    """Optimizer steps between training checkpoints (LoRA weights, optimizer, scheduler and RNG
+    state, in ``<output_dir>.checkpoint``; also at every epoch end). A killed run resumes from
+    the last one and ends with the same adapter as an uninterrupted run. 0: epoch ends only."""
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "max_length")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -80,6 +87,15 @@ class TrainConfig:
         if self.target_modules.strip() == "all-linear":
             return "all-linear"
         return [m.strip() for m in self.target_modules.split(",") if m.strip()]
+
+
+RESULT_NEUTRAL_FIELDS = ("checkpoint_every",)
+"""TrainConfig fields that cannot change the trained adapter (left out of stage keys)."""
+
+
+def result_key(config: TrainConfig) -> dict[str, object]:
+    """The fields of ``config`` that determine the adapter: the key material of a training stage."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in RESULT_NEUTRAL_FIELDS}
 
 
 def sft_examples(task: Task, examples: Sequence[Example]) -> list[TrainExample]:

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from semievol.backends import Generation, ModelConfig, TrainExample, TrainResult
+from semievol.backends.checkpoint import TrainingCheckpoint, training_fingerprint
 from semievol.errors import ModelLoadError
 from semievol.io import atomic_directory, atomic_write_json, atomic_write_yaml
 from semievol.progress import progress_bar
+from semievol.trace import trace
 from semievol.training import TrainConfig, cosine_with_warmup, length_bucketed_batches
 
 log = logging.getLogger(__name__)
@@ -579,23 +581,42 @@ class HFBackend:
             optimizer, lambda s: cosine_with_warmup(s, total_steps, warmup)
         )
 
-        history: list[dict[str, Any]] = []
-        tokens_seen, step, t0 = 0, 0, time.perf_counter()
+        output_dir = Path(output_dir)
+        ckpt = TrainingCheckpoint(
+            output_dir.with_name(output_dir.name + ".checkpoint"),
+            fingerprint=training_fingerprint(config, encoded, init_adapter),
+            net=net,
+            adapter_name=name,
+        )
+        state = ckpt.load(optimizer, scheduler)
+        history: list[dict[str, Any]] = state["history"] if state else []
+        tokens_seen = state["tokens_seen"] if state else 0
+        step = state["step"] if state else 0
+        start_epoch, start_batch = (state["epoch"], state["batch"]) if state else (0, 0)
+        epoch_losses: list[float] = state["epoch_losses"] if state else []
+        best: tuple[float, int, dict[str, torch.Tensor]] | None = state["best"] if state else None
+        if state:
+            log.info("training resumes from its checkpoint at optimizer step %d", step)
+            trace("train_resume", dir=str(output_dir.resolve()), step=step)
+        t0 = time.perf_counter() - (state["seconds"] if state else 0.0)
         bar = progress_bar(
             total=micro_per_epoch * config.epochs,
+            initial=start_epoch * micro_per_epoch + start_batch,
             desc="training",
             unit="batch",
             disable=not progress,
         )
         net.train()
-        loss_value = float("nan")
-        best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-        for epoch in range(config.epochs):
+        loss_value = history[-1]["loss"] if history else float("nan")
+        for epoch in range(start_epoch, config.epochs):
             batches = length_bucketed_batches(
                 lengths, config.batch_size, config.seed * 1000 + epoch
             )
-            epoch_losses = []
+            if epoch != start_epoch or not state:
+                epoch_losses = []
             for k, batch in enumerate(batches):
+                if epoch == start_epoch and k < start_batch:
+                    continue  # done before the checkpoint
                 loss = self._batch_loss(net, [encoded[i] for i in batch])
                 (loss / config.grad_accum).backward()
                 epoch_losses.append(loss.item())
@@ -608,6 +629,24 @@ class HFBackend:
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
+                    trace("train_step", dir=str(output_dir.resolve()), step=step)
+                    if (
+                        config.checkpoint_every
+                        and step % config.checkpoint_every == 0
+                        and not last_of_epoch
+                    ):
+                        ckpt.save(
+                            optimizer,
+                            scheduler,
+                            epoch=epoch,
+                            batch=k + 1,
+                            step=step,
+                            tokens_seen=tokens_seen,
+                            epoch_losses=epoch_losses,
+                            history=history,
+                            best=best,
+                            seconds=time.perf_counter() - t0,
+                        )
                 elapsed = time.perf_counter() - t0
                 bar.set_postfix(
                     epoch=epoch + 1, loss=f"{loss.item():.3f}", tok_s=f"{tokens_seen / elapsed:.0f}"
@@ -624,6 +663,18 @@ class HFBackend:
                     best = (score, epoch + 1, self._trainable_state(net))
             record["seconds"] = round(time.perf_counter() - t0, 2)
             history.append(record)
+            ckpt.save(
+                optimizer,
+                scheduler,
+                epoch=epoch + 1,
+                batch=0,
+                step=step,
+                tokens_seen=tokens_seen,
+                epoch_losses=[],
+                history=history,
+                best=best,
+                seconds=time.perf_counter() - t0,
+            )
         bar.close()
         net.eval()
         seconds = time.perf_counter() - t0
@@ -634,7 +685,6 @@ class HFBackend:
                     if pname in best[2]:
                         param.copy_(best[2][pname])
 
-        output_dir = Path(output_dir)
         with atomic_directory(output_dir) as tmp:
             net.save_pretrained(str(tmp), selected_adapters=[name], safe_serialization=True)
             nested = tmp / name
@@ -657,6 +707,7 @@ class HFBackend:
             atomic_write_json(tmp / "training_log.json", meta)
             if resolved_config is not None:
                 atomic_write_yaml(tmp / "semievol_config.yaml", resolved_config)
+        ckpt.remove()
         self.adapters[name] = output_dir
         return TrainResult(
             output_dir, name, step, config.epochs, loss_value, tokens_seen, seconds, history

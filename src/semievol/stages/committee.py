@@ -204,6 +204,7 @@ def collect_votes(
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start : start + chunk_size]
             if source is None:
+                logs[i].computing(ex.id for ex in chunk)
                 backend.use_adapter(adapter_for(member))
                 prompts = [
                     task.messages(ex, demos_for(member, ex), inline_demos=inline_demos)

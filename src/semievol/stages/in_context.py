@@ -18,7 +18,8 @@ import numpy as np
 
 from semievol.data import Example
 from semievol.errors import ConfigError
-from semievol.io import atomic_write_jsonl
+from semievol.io import atomic_write_jsonl, atomic_write_npy
+from semievol.trace import trace
 
 if TYPE_CHECKING:
     from semievol.backends import Backend
@@ -72,6 +73,38 @@ def embed_questions(backend: Backend, texts: Sequence[str], embedder: str) -> np
     return np.asarray(vectors, dtype=np.float32)
 
 
+def embed_in_parts(
+    backend: Backend,
+    examples: Sequence[Example],
+    embedder: str,
+    parts_dir: Path,
+    name: str,
+    *,
+    part_size: int = 256,
+) -> np.ndarray:
+    """``embed_questions`` in fixed parts of ``part_size`` questions, each saved as it finishes
+    (``<parts_dir>/<name>_<start>.npy``): a killed stage resumes from the parts it has. Part
+    boundaries do not depend on what was already done, so a resumed run embeds exactly the same
+    batches as an uninterrupted one."""
+    parts = []
+    for start in range(0, len(examples), part_size):
+        chunk = examples[start : start + part_size]
+        path = parts_dir / f"{name}_{start:07d}.npy"
+        if path.is_file():
+            part = np.load(path, allow_pickle=False)
+            if part.shape[0] == len(chunk):
+                parts.append(part)
+                continue
+        trace("compute", log=str(path.resolve()), ids=[ex.id for ex in chunk])
+        part = embed_questions(backend, [ex.question for ex in chunk], embedder)
+        atomic_write_npy(path, part)
+        trace("logged", log=str(path.resolve()), ids=[ex.id for ex in chunk])
+        parts.append(part)
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32)
+
+
 def nearest_neighbors(
     queries: np.ndarray, keys: np.ndarray, k: int, *, index: str = "exact", chunk: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -111,10 +144,12 @@ def propagate_in_context(
 ) -> dict[str, Any]:
     """Embed both sets, store the ``neighbors_kept`` nearest labeled ids of every unlabeled item
     (``neighbors.jsonl``) and the embeddings (``.npy``)."""
-    vectors_l = embed_questions(backend, [ex.question for ex in labeled], config.embedder)
-    vectors_u = embed_questions(backend, [ex.question for ex in unlabeled], config.embedder)
-    np.save(stage_dir / "embeddings_labeled.npy", vectors_l, allow_pickle=False)
-    np.save(stage_dir / "embeddings_unlabeled.npy", vectors_u, allow_pickle=False)
+    vectors_l = embed_in_parts(backend, labeled, config.embedder, stage_dir / "parts", "labeled")
+    vectors_u = embed_in_parts(
+        backend, unlabeled, config.embedder, stage_dir / "parts", "unlabeled"
+    )
+    atomic_write_npy(stage_dir / "embeddings_labeled.npy", vectors_l)
+    atomic_write_npy(stage_dir / "embeddings_unlabeled.npy", vectors_u)
     idx, sims = nearest_neighbors(vectors_u, vectors_l, neighbors_kept, index=config.index)
     rows = [
         {

@@ -92,6 +92,7 @@ def resolve_committee(
         backend.use_adapter(labeler)
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start : start + chunk_size]
+            log.computing(ex.id for ex in chunk)
             prompts = [
                 justification_messages(
                     task, ex, [describe_candidate(task, ex, v[ex.id]) for v in votes]
