@@ -133,6 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(e).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # Disk full, read-only or vanished folders: one line, and what was finished is kept.
+        where = f" ({e.filename})" if e.filename else ""
+        print(
+            f"error: {e.strerror or e}{where}; finished stages and items are kept: fix this and "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt as e:
         message = str(e) if isinstance(e, Interrupted) else ""
         print(

@@ -165,6 +165,11 @@ class HFBackend:
                 self.path, dtype=dtype, use_safetensors=True, **common
             )
         except (OSError, ValueError) as e:
+            if "trust_remote_code" in str(e):
+                raise ModelLoadError(
+                    f"cannot load model {self.path!r}: it ships its own Python code, which "
+                    "semievol runs only with model.trust_remote_code: true (read that code first)"
+                ) from None
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelLoadError(f"cannot load model {self.path!r}: {first}") from None
         self.model.to(self.device).eval()
