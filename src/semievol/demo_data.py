@@ -8,9 +8,12 @@ routing conventions while a little fine-tuning learns them.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from pathlib import Path
+
+from semievol.io import atomic_write_text
 
 TEAMS = ["Billing", "Logistics", "Platform engineering", "Trust and safety"]
 
@@ -146,9 +149,10 @@ def write_demo_data(
                 }
             )
         path = out / f"{split}.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["id", "question", "options", "answer", "team"])
-            writer.writeheader()
-            writer.writerows(rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=["id", "question", "options", "answer", "team"])
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(path, buffer.getvalue())
         paths[split] = path
     return paths
