@@ -58,16 +58,26 @@ def _data_section(
 
 
 def _timings(run: RunDir, names: Sequence[str]) -> str:
-    rows = ["| stage | seconds | this invocation |", "|---|---|---|"]
+    rows = [
+        "| stage | seconds (when computed) | peak RSS MiB | this invocation |",
+        "|---|---|---|---|",
+    ]
     total = 0.0
     for name in names:
         entry = run.entry(name)
         if entry is None:
             continue
-        status = "ran" if name in run.executed else "cached"
-        rows.append(f"| {name} | {entry['seconds']:.1f} | {status} |")
+        if name in run.executed:
+            status = "ran"
+        elif "cached_from" in entry:
+            status = "copied from the stage cache"
+        else:
+            status = "up to date, skipped"
+        rss = entry.get("peak_rss_mb")
+        rss_text = f"{rss:,.0f}" if rss is not None else "—"
+        rows.append(f"| {name} | {entry['seconds']:.1f} | {rss_text} | {status} |")
         total += entry["seconds"]
-    rows.append(f"| total | {total:.1f} | |")
+    rows.append(f"| total | {total:.1f} | | |")
     return "\n".join(rows)
 
 

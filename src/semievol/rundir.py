@@ -29,6 +29,7 @@ from typing import Any
 from semievol.data import Example
 from semievol.errors import ConfigError
 from semievol.io import atomic_write_json, atomic_write_text
+from semievol.resources import peak_rss_mb, reset_peak_rss
 from semievol.trace import trace
 
 log = logging.getLogger(__name__)
@@ -187,12 +188,14 @@ class RunDir:
         t0 = time.perf_counter()
         log.info("stage %s: running", name)
         trace("stage_start", stage=name)
+        reset_peak_rss()
         outputs = compute(stage_dir)
         seconds = time.perf_counter() - t0
         self.manifest["stages"][name] = {
             "key": key,
             "started": started.isoformat(timespec="seconds"),
             "seconds": round(seconds, 2),
+            "peak_rss_mb": peak_rss_mb(),
             "files": _artifact_files(stage_dir),
             "outputs": outputs,
         }

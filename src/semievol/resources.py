@@ -1,0 +1,30 @@
+"""Peak memory (resident set size) of a stretch of work, on Linux.
+
+The kernel keeps the process's high-water mark (VmHWM); writing "5" to /proc/self/clear_refs
+resets it, so every stage can report its own peak rather than the process's lifetime peak.
+Elsewhere the functions return None.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def reset_peak_rss() -> None:
+    with contextlib.suppress(OSError):
+        _CLEAR_REFS.write_text("5")
+
+
+def peak_rss_mb() -> float | None:
+    """Peak RSS in MiB since the last ``reset_peak_rss`` (or process start)."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
