@@ -281,6 +281,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--train-examples", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="any config override, e.g. --set model.dtype=bfloat16 (repeatable)",
+    )
     parser.add_argument("--out", default="benchmarks/results/perf.json")
     args = parser.parse_args(argv)
 
@@ -295,6 +302,11 @@ def main(argv: list[str]) -> int:
         overrides["model.name"] = args.model
     if args.batch_size:
         overrides["model.batch_size"] = args.batch_size
+    from semievol.config import parse_cli_value
+
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = parse_cli_value(value)
     cfg = load_config(args.config, overrides)
     task = build_task(cfg.task)
     unlabeled = load_split(cfg.data, "unlabeled", task)

@@ -401,3 +401,22 @@ def test_a_damaged_or_foreign_checkpoint_is_not_trusted(
         assert expected in caplog.text
         weights = load_file(result.adapter_dir / "adapter_model.safetensors")
         assert all(torch.equal(reference[k], weights[k]) for k in reference), case
+
+
+def test_shared_prefix_scoring_matches_scoring_every_prompt_whole(tiny_model_dir):
+    """The prefix KV cache is an optimisation only: same distributions as full prompts."""
+    task, exs, msgs = prompts(9)
+    msgs = [[{"role": "system", "content": "You are a careful expert. " * 4}, *m] for m in msgs]
+    choices = [task.choices(e) for e in exs]
+    shared = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off"))
+    seqs = [shared.tokens(shared.render(m)) for m in msgs]
+    with shared._inference() as net:
+        prefix = shared._prefix_cache(net, seqs)
+    assert prefix is not None and prefix[0] >= 20  # the system prompt and template are shared
+    whole = HFBackend(
+        ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off", share_prefix=False)
+    )
+    a = shared.score_choices(msgs, choices, progress=False)
+    b = whole.score_choices(msgs, choices, progress=False)
+    for x, y in zip(a, b, strict=True):
+        assert x == pytest.approx(y, abs=1e-5)

@@ -41,6 +41,9 @@ class ModelConfig:
     """CPU threads for torch (null: torch's default)."""
     batch_size: int = 16
     """Prompts per inference batch (batches group prompts of similar length)."""
+    share_prefix: bool = True
+    """Closed-set scoring computes the token prefix all prompts share (system prompt, task
+    instruction) once and reuses its KV cache for every batch, instead of once per prompt."""
     trust_remote_code: bool = False
     """Run Python code shipped with a hub model. Off unless you trust its author."""
     cache_dir: str | None = None

