@@ -16,7 +16,6 @@ from semievol.rundir import ItemLog, read_jsonl
 
 from .test_pipeline import RecordingBackend, data, run_args  # noqa: F401  (fixture)
 
-
 SMALL_CHUNKS = ("--model.batch_size", "2")  # committee chunks of 8 items
 
 
