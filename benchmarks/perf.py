@@ -289,6 +289,11 @@ def main(argv: list[str]) -> int:
         help="any config override, e.g. --set model.dtype=bfloat16 (repeatable)",
     )
     parser.add_argument("--out", default="benchmarks/results/perf.json")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="instead of timing: torch-profile pseudo-labeling and training, write op tables",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -331,6 +336,17 @@ def main(argv: list[str]) -> int:
     gflops = rates[compute_dtype]
 
     items = unlabeled[: args.items]
+    if args.profile:
+        return profile_phases(
+            backend,
+            cfg,
+            task,
+            items,
+            labeled[: args.train_examples],
+            params,
+            gflops,
+            Path(args.profile),
+        )
     with Phase("semievol pseudo-labeling (same items)", results):
         results["semievol"] = semievol_labeling(backend, cfg, task, items, params, gflops)
     if args.full_items:
@@ -351,6 +367,32 @@ def main(argv: list[str]) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
+    return 0
+
+
+def profile_phases(
+    backend: Any,
+    cfg: Any,
+    task: Any,
+    items: list[Any],
+    labeled: list[Any],
+    params: dict[str, int],
+    gflops: float,
+    out: Path,
+) -> int:
+    """torch.profiler op tables (self CPU time) of pseudo-labeling and of training."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, work in [
+        ("pseudo_labeling", lambda: semievol_labeling(backend, cfg, task, items, params, gflops)),
+        ("training", lambda: training_throughput(backend, cfg, task, labeled, params, gflops)),
+    ]:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            work()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+        (out / f"{name}.txt").write_text(table + "\n")
+        print(f"## {name}\n{table}")
     return 0
 
 
