@@ -1,0 +1,43 @@
+"""benchmarks/perf.py end to end on the tiny random model (seconds): every figure is produced."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from .conftest import sentiment_rows, write_csv
+
+SPEC = importlib.util.spec_from_file_location(
+    "perf_bench", Path(__file__).resolve().parent.parent / "benchmarks/perf.py"
+)
+perf = importlib.util.module_from_spec(SPEC)
+sys.modules["perf_bench"] = perf
+SPEC.loader.exec_module(perf)
+
+
+def test_perf_benchmark_reports_speed_accuracy_floor_and_memory(tiny_model_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    cfg = tmp_path / "perf.yaml"
+    cfg.write_text(
+        "data:\n"
+        f"  labeled: {write_csv(data / 'labeled.csv', sentiment_rows(12))}\n"
+        f"  unlabeled: {write_csv(data / 'unlabeled.csv', sentiment_rows(12, start=50))}\n"
+        "  id_column: id\n"
+        f"model:\n  name: {tiny_model_dir}\n  batch_size: 4\n"
+    )
+    out = tmp_path / "perf.json"
+    args = ["--config", str(cfg), "--items", "6", "--full-items", "12", "--train-examples", "8"]
+    assert perf.main([*args, "--naive-max-new-tokens", "4", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    for key in ("naive", "semievol", "semievol_full"):
+        assert 0.0 <= r[key]["accuracy"] <= 1.0
+        assert r[key]["items_per_second"] > 0
+    assert r["naive"]["engine_loads"] == 5
+    assert r["semievol"]["forward_passes_per_item"] == 1  # three members, one shared pass
+    assert r["semievol"]["fraction_of_floor"] > 0 and r["training"]["fraction_of_floor"] > 0
+    assert r["parameters"]["body"] < r["parameters"]["total"]
+    assert all(p["peak_rss_mb"] for p in r["phases"].values())
+    printed = capsys.readouterr().out
+    assert "speed-up on the same items" in printed and "training:" in printed
