@@ -238,6 +238,22 @@ def semievol_labeling(
     }
 
 
+def batch_sweep(backend: Any, task: Any, items: list[Any], sizes: list[int]) -> dict[str, float]:
+    """Items/s of first-token scoring at each inference batch size (same items)."""
+    prompts = [task.messages(ex) for ex in items]
+    choices = [task.choices(ex) for ex in items]
+    backend.score_choices(prompts[:8], choices[:8], progress=False)  # warm-up
+    original = backend.config.batch_size
+    speeds = {}
+    for size in sizes:
+        backend.config.batch_size = size
+        t0 = time.perf_counter()
+        backend.score_choices(prompts, choices, progress=False)
+        speeds[str(size)] = len(items) / (time.perf_counter() - t0)
+    backend.config.batch_size = original
+    return speeds
+
+
 def training_throughput(
     backend: Any, cfg: Any, task: Any, labeled: list[Any], params: dict[str, int], gflops: float
 ) -> dict[str, Any]:
@@ -287,6 +303,11 @@ def main(argv: list[str]) -> int:
         default=[],
         metavar="SECTION.FIELD=VALUE",
         help="any config override, e.g. --set model.dtype=bfloat16 (repeatable)",
+    )
+    parser.add_argument(
+        "--batch-sweep",
+        default="",
+        help="comma-separated inference batch sizes to time first-token scoring with",
     )
     parser.add_argument("--out", default="benchmarks/results/perf.json")
     parser.add_argument(
@@ -349,6 +370,10 @@ def main(argv: list[str]) -> int:
         )
     with Phase("semievol pseudo-labeling (same items)", results):
         results["semievol"] = semievol_labeling(backend, cfg, task, items, params, gflops)
+    if args.batch_sweep:
+        results["batch_sweep"] = batch_sweep(
+            backend, task, unlabeled[:256], [int(b) for b in args.batch_sweep.split(",")]
+        )
     if args.full_items:
         with Phase(f"semievol pseudo-labeling ({args.full_items} items)", results):
             results["semievol_full"] = semievol_labeling(
@@ -420,6 +445,9 @@ def report(r: dict[str, Any]) -> str:
     if "naive" in r:
         speedup = r["semievol"]["items_per_second"] / r["naive"]["items_per_second"]
         lines.append(f"\nspeed-up on the same items: {speedup:.0f}×")
+    if "batch_sweep" in r:
+        sweep = ", ".join(f"{b}: {v:.1f}" for b, v in r["batch_sweep"].items())
+        lines.append(f"\nfirst-token scoring items/s by batch size: {sweep}")
     t = r["training"]
     lines += [
         "",
