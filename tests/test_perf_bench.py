@@ -29,12 +29,14 @@ def test_perf_benchmark_reports_speed_accuracy_floor_and_memory(tiny_model_dir, 
     )
     out = tmp_path / "perf.json"
     args = ["--config", str(cfg), "--items", "6", "--full-items", "12", "--train-examples", "8"]
+    args += ["--batch-sweep", "2,4"]
     assert perf.main([*args, "--naive-max-new-tokens", "4", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     for key in ("naive", "semievol", "semievol_full"):
         assert 0.0 <= r[key]["accuracy"] <= 1.0
         assert r[key]["items_per_second"] > 0
     assert r["naive"]["engine_loads"] == 5
+    assert set(r["batch_sweep"]) == {"2", "4"}
     assert r["semievol"]["forward_passes_per_item"] == 1  # three members, one shared pass
     assert r["semievol"]["fraction_of_floor"] > 0 and r["training"]["fraction_of_floor"] > 0
     assert r["parameters"]["body"] < r["parameters"]["total"]
