@@ -168,7 +168,11 @@ def semievol_labeling(
 ) -> dict[str, Any]:
     """The pipeline's committee + justification stages, timed, with their FLOP floor."""
     from semievol.stages.committee import collect_votes, committee_members
-    from semievol.stages.justify import justification_messages, resolve_committee
+    from semievol.stages.justify import (
+        describe_candidate,
+        justification_messages,
+        resolve_committee,
+    )
 
     members = committee_members(cfg.committee, in_context=True, collaborative=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,8 +205,6 @@ def semievol_labeling(
         seconds = time.perf_counter() - t0
     disputed = [f for f in finals if f["source"] not in ("unanimous", "single")]
     by_id = {ex.id: ex for ex in items}
-    from semievol.stages.justify import describe_candidate
-
     passes = len({m.forward_pass for m in members})
     tokens = passes * sum(len(backend.tokens(backend.render(task.messages(ex)))) for ex in items)
     tokens += sum(

@@ -70,9 +70,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+SCRATCH_SUFFIXES = (".tmp", ".old")
+"""Temporary files and folders of atomic writes (``*.tmp``, ``.name.old``)."""
+
+
 def _is_scratch(rel: Path) -> bool:
-    """Temporary files and folders of atomic writes (``*.tmp``, ``.name.old``)."""
-    return any(part.endswith((".tmp", ".old")) for part in rel.parts)
+    return any(part.endswith(SCRATCH_SUFFIXES) for part in rel.parts)
 
 
 def _artifact_files(stage_dir: Path) -> dict[str, str]:
@@ -86,7 +89,7 @@ def _artifact_files(stage_dir: Path) -> dict[str, str]:
 def _remove_scratch(stage_dir: Path) -> None:
     """Delete what killed atomic writes left behind, before a stage resumes."""
     for p in sorted(stage_dir.rglob("*"), key=lambda q: len(q.parts)):
-        if p.exists() and p.name.endswith((".tmp", ".old")):
+        if p.exists() and p.name.endswith(SCRATCH_SUFFIXES):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:

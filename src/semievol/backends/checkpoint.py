@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from semievol.io import atomic_directory, atomic_write_json
+from semievol.rundir import file_sha256
 from semievol.training import TrainConfig, result_key
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,7 @@ def training_fingerprint(
         digest.update(json.dumps([ids, n_loss]).encode())
     if init_adapter is not None:
         weights = Path(init_adapter) / "adapter_model.safetensors"
-        digest.update(_file_sha256(weights).encode() if weights.is_file() else b"none")
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+        digest.update(file_sha256(weights).encode() if weights.is_file() else b"none")
     return digest.hexdigest()
 
 
@@ -102,7 +95,7 @@ class TrainingCheckpoint:
             save_file(tensors, str(tmp / STATE_TENSORS))
             meta = {
                 "fingerprint": self.fingerprint,
-                "tensors_sha256": _file_sha256(tmp / STATE_TENSORS),
+                "tensors_sha256": file_sha256(tmp / STATE_TENSORS),
                 "epoch": epoch,
                 "batch": batch,
                 "step": step,
@@ -116,6 +109,21 @@ class TrainingCheckpoint:
             }
             atomic_write_json(tmp / STATE_META, meta)
 
+    @staticmethod
+    def initial_state() -> dict[str, Any]:
+        """The position and history of a training that starts at step 0 (what ``load`` returns
+        for a checkpoint)."""
+        return {
+            "epoch": 0,
+            "batch": 0,
+            "step": 0,
+            "tokens_seen": 0,
+            "epoch_losses": [],
+            "history": [],
+            "best": None,
+            "seconds": 0.0,
+        }
+
     def load(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any] | None:
         """Restore weights, optimizer, scheduler and RNG; the position and history, or None."""
         meta_path = self.path / STATE_META
@@ -127,7 +135,7 @@ class TrainingCheckpoint:
                 log.warning("%s belongs to another training run; starting from step 0", self.path)
                 return None
             tensor_file = self.path / STATE_TENSORS
-            if _file_sha256(tensor_file) != meta["tensors_sha256"]:
+            if file_sha256(tensor_file) != meta["tensors_sha256"]:
                 raise ValueError("checksum mismatch")
             from safetensors.torch import load_file
 

@@ -634,17 +634,33 @@ class HFBackend:
             net=net,
             adapter_name=name,
         )
-        state = ckpt.load(optimizer, scheduler)
-        history: list[dict[str, Any]] = state["history"] if state else []
-        tokens_seen = state["tokens_seen"] if state else 0
-        step = state["step"] if state else 0
-        start_epoch, start_batch = (state["epoch"], state["batch"]) if state else (0, 0)
-        epoch_losses: list[float] = state["epoch_losses"] if state else []
-        best: tuple[float, int, dict[str, torch.Tensor]] | None = state["best"] if state else None
-        if state:
+        trace_dir = str(output_dir.resolve())
+        resumed = ckpt.load(optimizer, scheduler)
+        state = resumed or ckpt.initial_state()
+        history: list[dict[str, Any]] = state["history"]
+        tokens_seen, step = state["tokens_seen"], state["step"]
+        start_epoch, start_batch = state["epoch"], state["batch"]
+        epoch_losses: list[float] = state["epoch_losses"]
+        best: tuple[float, int, dict[str, torch.Tensor]] | None = state["best"]
+        if resumed:
             log.info("training resumes from its checkpoint at optimizer step %d", step)
-            trace("train_resume", dir=str(output_dir.resolve()), step=step)
-        t0 = time.perf_counter() - (state["seconds"] if state else 0.0)
+            trace("train_resume", dir=trace_dir, step=step)
+        t0 = time.perf_counter() - state["seconds"]
+
+        def save_checkpoint(epoch: int, batch: int, losses: list[float]) -> None:
+            ckpt.save(
+                optimizer,
+                scheduler,
+                epoch=epoch,
+                batch=batch,
+                step=step,
+                tokens_seen=tokens_seen,
+                epoch_losses=losses,
+                history=history,
+                best=best,
+                seconds=time.perf_counter() - t0,
+            )
+
         bar = progress_bar(
             total=micro_per_epoch * config.epochs,
             initial=start_epoch * micro_per_epoch + start_batch,
@@ -658,7 +674,7 @@ class HFBackend:
             batches = length_bucketed_batches(
                 lengths, config.batch_size, config.seed * 1000 + epoch
             )
-            if epoch != start_epoch or not state:
+            if epoch != start_epoch:
                 epoch_losses = []
             for k, batch in enumerate(batches):
                 if epoch == start_epoch and k < start_batch:
@@ -675,24 +691,13 @@ class HFBackend:
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
-                    trace("train_step", dir=str(output_dir.resolve()), step=step)
+                    trace("train_step", dir=trace_dir, step=step)
                     if (
                         config.checkpoint_every
                         and step % config.checkpoint_every == 0
                         and not last_of_epoch
                     ):
-                        ckpt.save(
-                            optimizer,
-                            scheduler,
-                            epoch=epoch,
-                            batch=k + 1,
-                            step=step,
-                            tokens_seen=tokens_seen,
-                            epoch_losses=epoch_losses,
-                            history=history,
-                            best=best,
-                            seconds=time.perf_counter() - t0,
-                        )
+                        save_checkpoint(epoch, k + 1, epoch_losses)
                 elapsed = time.perf_counter() - t0
                 bar.set_postfix(
                     epoch=epoch + 1, loss=f"{loss.item():.3f}", tok_s=f"{tokens_seen / elapsed:.0f}"
@@ -709,18 +714,7 @@ class HFBackend:
                     best = (score, epoch + 1, self._trainable_state(net))
             record["seconds"] = round(time.perf_counter() - t0, 2)
             history.append(record)
-            ckpt.save(
-                optimizer,
-                scheduler,
-                epoch=epoch + 1,
-                batch=0,
-                step=step,
-                tokens_seen=tokens_seen,
-                epoch_losses=[],
-                history=history,
-                best=best,
-                seconds=time.perf_counter() - t0,
-            )
+            save_checkpoint(epoch + 1, 0, [])
         bar.close()
         net.eval()
         seconds = time.perf_counter() - t0
