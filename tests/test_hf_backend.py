@@ -420,3 +420,66 @@ def test_shared_prefix_scoring_matches_scoring_every_prompt_whole(tiny_model_dir
     b = whole.score_choices(msgs, choices, progress=False)
     for x, y in zip(a, b, strict=True):
         assert x == pytest.approx(y, abs=1e-5)
+
+
+def test_frozen_bf16_linears_change_nothing_under_autocast(tiny_model_dir, tmp_path, monkeypatch):
+    """Under bf16 autocast the frozen linear weights are stored in bf16 once; autocast would
+    have cast them to exactly these values, so scores and trained adapters are identical."""
+    task, exs, msgs = prompts(6)
+    choices = [task.choices(e) for e in exs]
+    train = [TrainExample(m, e.answer) for m, e in zip(msgs, exs, strict=True)]
+    cfg = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-2, lora_dropout=0.1, seed=2)
+
+    def run(backend, name):
+        before = backend.score_choices(msgs, choices, progress=False)
+        result = backend.train(train, cfg, tmp_path / name, progress=False)
+        after = backend.score_choices(msgs, choices, progress=False)
+        return before, after, load_file(result.adapter_dir / "adapter_model.safetensors")
+
+    stored = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="on"))
+    linears = [
+        m
+        for m in stored.model.modules()
+        if isinstance(m, torch.nn.Linear) and m is not stored.model.get_output_embeddings()
+    ]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert stored.model.get_output_embeddings().weight.dtype == torch.float32
+    got = run(stored, "stored")
+    lora = [p for n, p in stored.peft.named_parameters() if "lora_" in n]
+    assert lora and all(p.dtype == torch.float32 and p.requires_grad for p in lora)
+
+    monkeypatch.setattr(HFBackend, "_store_frozen_linears_in_bf16", lambda self: None)
+    cast_each_time = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="on"))
+    assert all(
+        m.weight.dtype == torch.float32
+        for m in cast_each_time.model.modules()
+        if isinstance(m, torch.nn.Linear)
+    )
+    want = run(cast_each_time, "cast_each_time")
+    assert got[0] == want[0] and got[1] == want[1]
+    assert got[2].keys() == want[2].keys()
+    assert all(torch.equal(got[2][k], want[2][k]) for k in got[2])
+    stored.load_adapter(tmp_path / "cast_each_time")  # a loaded adapter stays float32 too
+    assert stored.score_choices(msgs, choices, progress=False) == want[1]
+
+
+def test_closed_set_head_computes_only_candidate_rows(backend):
+    """First-token scoring asks the output head for the candidates' logits only; the
+    distribution equals the one from vocabulary-wide logits."""
+    task, exs, msgs = prompts(5)
+    choices = [task.choices(e) for e in exs]
+    head = backend.model.get_output_embeddings()
+    widths = []
+    handle = head.register_forward_hook(lambda mod, inp, out: widths.append(out.shape[-1]))
+    try:
+        restricted = backend.score_choices(msgs, choices, progress=False)
+        backend._head_patched = False
+        full = backend.score_choices(msgs, choices, progress=False)
+    finally:
+        backend._head_patched = True
+        handle.remove()
+    vocab = head.weight.shape[0]
+    n_candidates = len({backend._reply_tokens(c)[0] for ch in choices for c in ch})
+    assert n_candidates in widths and widths[-1] == vocab
+    for a, b in zip(restricted, full, strict=True):
+        assert a == pytest.approx(b, abs=1e-6)
