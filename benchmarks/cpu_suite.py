@@ -316,6 +316,12 @@ def variants_table(results: dict, name: str, first_col: str) -> list[str]:
     return lines
 
 
+def _best_val(run: dict, stage: str) -> float | None:
+    history = run["stages"].get(stage, {}).get("outputs", {}).get("history", [])
+    scored = [h["val_accuracy"] for h in history if "val_accuracy" in h]
+    return max(scored) if scored else None
+
+
 def validation_table(results: dict, name: str) -> list[str]:
     """Per variant: the validation accuracy SFT and evolve kept (the numbers a default is
     chosen on), then test accuracy and training time (reported, never chosen on)."""
@@ -329,29 +335,21 @@ def validation_table(results: dict, name: str) -> list[str]:
     ]
     for variant, by_seed in runs.items():
         seeds = sorted(by_seed)
-
-        def best(stage: str, s: int) -> float | None:
-            history = by_seed[s]["stages"].get(stage, {}).get("outputs", {}).get("history", [])
-            scored = [h["val_accuracy"] for h in history if "val_accuracy" in h]
-            return max(scored) if scored else None
-
-        def seconds(stage: str) -> str:
-            vals = [by_seed[s]["stages"].get(stage, {}).get("seconds") for s in seeds]
-            vals = [v for v in vals if v]
-            return f"{statistics.mean(vals):.0f}" if vals else "—"
-
         cells = []
         for values in (
-            [best("sft/train", s) for s in seeds],
-            [best("round1/evolve", s) for s in seeds],
+            [_best_val(by_seed[s], "sft/train") for s in seeds],
+            [_best_val(by_seed[s], "round1/evolve") for s in seeds],
             [by_seed[s]["accuracy"].get("sft") for s in seeds],
             [by_seed[s]["accuracy"].get("round1") for s in seeds],
         ):
             cells.append(mean_std([v for v in values if v is not None]))
+        times = []
+        for stage in ("sft/train", "round1/evolve"):
+            vals = [by_seed[s]["stages"].get(stage, {}).get("seconds") for s in seeds]
+            vals = [v for v in vals if v]
+            times.append(f"{statistics.mean(vals):.0f}" if vals else "—")
         lines.append(
-            f"| {variant} | {','.join(map(str, seeds))} | "
-            + " | ".join(cells)
-            + f" | {seconds('sft/train')} | {seconds('round1/evolve')} |"
+            f"| {variant} | {','.join(map(str, seeds))} | " + " | ".join(cells + times) + " |"
         )
     return lines
 
