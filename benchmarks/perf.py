@@ -167,6 +167,7 @@ def semievol_labeling(
     backend: Any, cfg: Any, task: Any, items: list[Any], params: dict[str, int], gflops: float
 ) -> dict[str, Any]:
     """The pipeline's committee + justification stages, timed, with their FLOP floor."""
+    from semievol.pipeline import inference_chunk
     from semievol.stages.committee import collect_votes, committee_members
     from semievol.stages.justify import (
         describe_candidate,
@@ -186,7 +187,7 @@ def semievol_labeling(
             demos_for=lambda m, ex: [],
             adapter_for=lambda m: backend.active,
             stage_dir=stage / "committee",
-            chunk_size=cfg.model.batch_size * 4,
+            chunk_size=inference_chunk(cfg.model),
             max_new_tokens=cfg.committee.max_new_tokens,
         )
         t_votes = time.perf_counter() - t0
@@ -199,7 +200,7 @@ def semievol_labeling(
             justify=cfg.committee.justify,
             labeler=backend.active,
             stage_dir=stage / "justify",
-            chunk_size=cfg.model.batch_size * 4,
+            chunk_size=inference_chunk(cfg.model),
             max_new_tokens=cfg.committee.max_new_tokens,
         )
         seconds = time.perf_counter() - t0
@@ -240,8 +241,11 @@ def semievol_labeling(
     }
 
 
-def batch_sweep(backend: Any, task: Any, items: list[Any], sizes: list[int]) -> dict[str, float]:
-    """Items/s of first-token scoring at each inference batch size (same items)."""
+def batch_sweep(
+    backend: Any, task: Any, items: list[Any], sizes: list[int | str]
+) -> dict[str, float]:
+    """Items/s of first-token scoring at each inference batch size (same items); 'auto' is
+    the measured token budget."""
     prompts = [task.messages(ex) for ex in items]
     choices = [task.choices(ex) for ex in items]
     backend.score_choices(prompts[:8], choices[:8], progress=False)  # warm-up
@@ -380,7 +384,10 @@ def main(argv: list[str]) -> int:
         results["semievol"] = semievol_labeling(backend, cfg, task, items, params, gflops)
     if args.batch_sweep:
         results["batch_sweep"] = batch_sweep(
-            backend, task, unlabeled[:256], [int(b) for b in args.batch_sweep.split(",")]
+            backend,
+            task,
+            unlabeled[:256],
+            [b if b == "auto" else int(b) for b in args.batch_sweep.split(",")],
         )
     if args.full_items:
         with Phase(f"semievol pseudo-labeling ({args.full_items} items)", results):

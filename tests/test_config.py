@@ -44,6 +44,8 @@ def test_yaml_then_flags_precedence(tmp_path):
         ("", {"train.nope": 1}, "unknown setting 'nope'"),
         ("", {"nosection.x": 1}, "--nosection.x: unknown option"),
         ("", {"eval.adapters": []}, "at least one model"),
+        ("model:\n  batch_size: 0\n", {}, "batch_size must be >= 1 or 'auto'"),
+        ("model:\n  batch_size: fast\n", {}, "expected an integer or 'auto', got 'fast'"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path, yaml_text, overrides, message):

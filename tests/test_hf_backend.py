@@ -483,3 +483,115 @@ def test_closed_set_head_computes_only_candidate_rows(backend):
     assert n_candidates in widths and widths[-1] == vocab
     for a, b in zip(restricted, full, strict=True):
         assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_training_shares_the_prompt_prefix_only_where_exact(tiny_model_dir, tmp_path):
+    """Without LoRA dropout, the shared prompt prefix goes through the model once per batch:
+    the loss, its gradients and the trained adapter match whole-sequence training (float32).
+    With dropout, whole sequences are used (every row needs its own dropout mask)."""
+    task, exs, msgs = prompts(6)
+    msgs = [[{"role": "system", "content": "You are a careful expert. " * 4}, *m] for m in msgs]
+    train = [TrainExample(m, e.answer) for m, e in zip(msgs, exs, strict=True)]
+    cfg = TrainConfig(epochs=2, batch_size=3, learning_rate=1e-2, lora_dropout=0.0, seed=1)
+
+    backend = HFBackend(ModelConfig(name=str(tiny_model_dir), autocast="off"))
+    backend._add_fresh_adapter(cfg)
+    net = backend.peft
+    net.train()
+    batch = [backend._encode_train(ex, 1024) for ex in train[:4]]
+    assert backend._shared_prefix_length([s for s, _ in batch], 10_000) >= 20
+    grads = []
+    for share in (True, False):
+        net.zero_grad()
+        loss = backend._batch_loss(net, batch, share_prefix=share)
+        loss.backward()
+        grads.append(
+            (
+                loss.item(),
+                {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None},
+            )
+        )
+    (loss_shared, g_shared), (loss_whole, g_whole) = grads
+    assert loss_shared == pytest.approx(loss_whole, rel=1e-5)
+    assert g_shared.keys() == g_whole.keys() and g_shared
+    for k in g_shared:
+        assert torch.allclose(g_shared[k], g_whole[k], rtol=1e-4, atol=1e-6), k
+
+    def trained(share_prefix, dropout, name):
+        b = HFBackend(
+            ModelConfig(name=str(tiny_model_dir), autocast="off", share_prefix=share_prefix)
+        )
+        calls = []
+        original = b._batch_loss
+        b._batch_loss = lambda net, batch, share_prefix: (
+            calls.append(share_prefix) or original(net, batch, share_prefix=share_prefix)
+        )
+        cfg.lora_dropout = dropout
+        result = b.train(train, cfg, tmp_path / name, progress=False)
+        return calls, load_file(result.adapter_dir / "adapter_model.safetensors")
+
+    calls, shared = trained(True, 0.0, "shared")
+    assert calls and all(calls)
+    calls, whole = trained(False, 0.0, "whole")
+    assert calls and not any(calls)
+    for k in shared:
+        assert torch.allclose(shared[k], whole[k], rtol=1e-3, atol=1e-5), k
+    calls, _ = trained(True, 0.1, "dropout")
+    assert calls and not any(calls)
+
+
+def test_auto_batches_fill_a_measured_token_budget_cached_per_machine(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    from semievol.backends import hf
+
+    cfg = ModelConfig(name=str(tiny_model_dir), batch_size="auto", cache_dir=str(tmp_path))
+    backend = HFBackend(cfg)
+    probes = []
+    real_probe = hf.probe_token_budget
+    monkeypatch.setattr(hf, "probe_token_budget", lambda b: probes.append(1) or real_probe(b))
+    budget = backend.batch_token_budget()
+    assert probes == [1] and budget % hf.PROBE_LENGTH == 0 and budget >= hf.PROBE_LENGTH
+    cached = json.loads((tmp_path / "batch_token_budget.json").read_text())
+    assert cached == {hf.budget_cache_key(backend): budget}
+
+    # a second backend on this machine reads the cache instead of measuring again
+    assert HFBackend(cfg).batch_token_budget() == budget and probes == [1]
+    # batches: every item once, longest first, rows × width within the budget
+    lengths = [5, 90, 33, 33, 7, 64, 12, 200, 1, 48] * 3
+    for rows in (1, 3):
+        backend._token_budget = 150
+        batches = backend._batches(lengths, rows_per_item=rows)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        flat = [lengths[i] for b in batches for i in b]
+        assert flat == sorted(flat, reverse=True)
+        for b in batches:
+            assert len(b) == 1 or len(b) * rows * lengths[b[0]] <= 150
+        assert any(len(b) > 1 for b in batches)
+    # a damaged cache is measured again and rewritten
+    (tmp_path / "batch_token_budget.json").write_text("{not json")
+    HFBackend(cfg).batch_token_budget()
+    assert probes == [1, 1]
+    assert json.loads((tmp_path / "batch_token_budget.json").read_text())
+
+
+def test_probe_stops_when_bigger_batches_stop_helping(tiny_model_dir, tmp_path, monkeypatch):
+    """Throughput that peaks at 4 rows gives a 4-row budget; the probe stops after two slower
+    sizes instead of trying every size."""
+    from semievol.backends import hf
+
+    backend = HFBackend(ModelConfig(name=str(tiny_model_dir), cache_dir=str(tmp_path)))
+    seconds_per_pass = {1: 1.0, 2: 1.2, 4: 1.5, 8: 4.0, 16: 9.0, 32: 1e-3, 64: 1e-3}
+    clock = {"t": 0.0, "rows": 1}
+    real_net = backend.model.forward
+
+    def timed_forward(*args, input_ids, **kwargs):
+        clock["rows"] = input_ids.shape[0]
+        clock["t"] += seconds_per_pass[input_ids.shape[0]]
+        return real_net(*args, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(backend.model, "forward", timed_forward)
+    monkeypatch.setattr(hf.time, "perf_counter", lambda: clock["t"])
+    budget, rates = hf.probe_token_budget(backend)
+    assert budget == 4 * hf.PROBE_LENGTH
+    assert list(rates) == [1, 2, 4, 8, 16]  # 32 would be "fastest" but is never reached

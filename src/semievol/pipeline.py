@@ -189,7 +189,12 @@ class Context:
     @property
     def chunk(self) -> int:
         """Items per appended batch of an inference stage (what a crash can lose)."""
-        return self.cfg.model.batch_size * 4
+        return inference_chunk(self.cfg.model)
+
+
+def inference_chunk(model: ModelConfig) -> int:
+    """Items per appended chunk of an inference stage: a few batches."""
+    return 64 if model.batch_size == "auto" else model.batch_size * 4
 
 
 def run_pipeline(cfg: Config, *, force: str | None = None) -> PipelineResult:

@@ -10,9 +10,11 @@ import contextlib
 import copy
 import hashlib
 import importlib.util
+import json
 import logging
 import math
 import os
+import platform
 import shutil
 import time
 import warnings
@@ -125,6 +127,89 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+PROBE_LENGTH = 64
+"""Tokens per sequence when measuring the token budget: a typical prompt after its shared
+prefix (fpb: 68, arc/mmlu more)."""
+
+
+def budget_cache_key(backend: HFBackend) -> str:
+    """What the fastest batch depends on: model, hardware, precision, threads, torch."""
+    if backend.device.type == "cuda":
+        hardware = torch.cuda.get_device_name(backend.device)
+    else:
+        hardware = f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
+    return (
+        f"{Path(backend.path).resolve() if Path(backend.path).exists() else backend.path} | "
+        f"{hardware} | {backend.dtype} autocast={backend.autocast} | "
+        f"threads={torch.get_num_threads()} | torch {torch.__version__}"
+    )
+
+
+def measured_token_budget(backend: HFBackend) -> int:
+    """The token budget per inference batch that ran fastest here, from the cache or measured
+    now: forward passes over random tokens at 1, 2, 4, ... rows of ``PROBE_LENGTH`` tokens
+    until throughput falls twice in a row (or memory runs out); a few seconds, once."""
+    path = cache_root(backend.config) / "batch_token_budget.json"
+    key = budget_cache_key(backend)
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), int) and known[key] > 0:
+        return known[key]
+    log.info("measuring the fastest inference batch size on this machine (once)...")
+    budget, rates = probe_token_budget(backend)
+    log.info(
+        "inference batches: %d tokens each (tokens/s by rows of %d tokens: %s)",
+        budget,
+        PROBE_LENGTH,
+        ", ".join(f"{rows}: {rate:.0f}" for rows, rate in rates.items()),
+    )
+    known = known if isinstance(known, dict) else {}
+    known[key] = budget
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, known)
+    except OSError as e:
+        log.warning("warning: could not cache the batch measurement in %s: %s", path, e)
+    return budget
+
+
+def probe_token_budget(backend: HFBackend) -> tuple[int, dict[int, float]]:
+    """(best budget, tokens/s by rows) from timed forward passes over random tokens."""
+    cuda = backend.device.type == "cuda"
+    max_tokens = 2**17 if cuda else 2**13
+    gen = torch.Generator().manual_seed(0)
+    vocab = int(backend.model.get_input_embeddings().weight.shape[0])
+    rates: dict[int, float] = {}
+    best_rows, best_rate, worse = 1, 0.0, 0
+    rows = 1
+    with backend._inference() as net:
+        while rows * PROBE_LENGTH <= max_tokens and worse < 2:
+            ids = torch.randint(vocab, (rows, PROBE_LENGTH), generator=gen).to(backend.device)
+            try:
+                net(input_ids=ids, logits_to_keep=1)  # a new shape pays one-off set-up first
+                if cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(2):
+                    net(input_ids=ids, logits_to_keep=1)
+                if cuda:
+                    torch.cuda.synchronize()
+            except torch.OutOfMemoryError:
+                break
+            rates[rows] = 2 * rows * PROBE_LENGTH / (time.perf_counter() - t0)
+            # a bigger batch must be clearly faster: ties go to the smaller (less memory)
+            if rates[rows] > best_rate * 1.03:
+                best_rows, best_rate, worse = rows, rates[rows], 0
+            else:
+                worse += 1
+            rows *= 2
+    if cuda:
+        torch.cuda.empty_cache()
+    return best_rows * PROBE_LENGTH, rates
+
+
 class HFBackend:
     """transformers + PEFT implementation of ``semievol.backends.Backend``."""
 
@@ -177,6 +262,7 @@ class HFBackend:
         self.model.to(self.device).eval()
         self._fp32_output_head()
         self._bf16_linears: list[torch.nn.Linear] = []
+        self._token_budget: int | None = None
         if self.autocast and dtype == torch.float32:
             self._store_frozen_linears_in_bf16()
         self.load_seconds = time.perf_counter() - t0
@@ -301,10 +387,36 @@ class HFBackend:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def _batches(self, lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-        """Indices grouped by length, longest first (OOM shows up at once, not at the end)."""
+    def _batches(self, lengths: Sequence[int], rows_per_item: int = 1) -> list[list[int]]:
+        """Indices grouped by length, longest first (OOM shows up at once, not at the end).
+
+        A fixed ``model.batch_size`` counts rows (an item expands to ``rows_per_item`` rows:
+        candidates or samples); ``auto`` fills each batch up to the measured token budget.
+        """
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        if self.config.batch_size != "auto":
+            size = max(1, self.config.batch_size // rows_per_item)
+            return [order[i : i + size] for i in range(0, len(order), size)]
+        budget = self.batch_token_budget()
+        batches: list[list[int]] = []
+        for i in order:
+            # longest first: a batch is as wide as its first item
+            if (
+                batches
+                and (len(batches[-1]) + 1) * rows_per_item * max(1, lengths[batches[-1][0]])
+                <= budget
+            ):
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        return batches
+
+    def batch_token_budget(self) -> int:
+        """Tokens per inference batch with ``batch_size: auto``: measured once per machine,
+        model and settings, then read from the cache."""
+        if self._token_budget is None:
+            self._token_budget = measured_token_budget(self)
+        return self._token_budget
 
     def _net(self) -> Any:
         return self.peft if self.peft is not None else self.model
@@ -356,8 +468,8 @@ class HFBackend:
         with self._inference() as net:
             seqs = [self.tokens(texts[i]) for i in first_token]
             prefix = self._prefix_cache(net, seqs)
-            lengths = [len(s) for s in seqs]
-            for batch in self._batches(lengths, self.config.batch_size):
+            shared = prefix[0] if prefix else 0
+            for batch in self._batches([len(s) - shared for s in seqs]):
                 idx = [first_token[b] for b in batch]
                 # The distribution is renormalised over the candidates, so only their logits
                 # are needed: the head computes those rows instead of the whole vocabulary.
@@ -371,9 +483,8 @@ class HFBackend:
                 bar.update(len(idx))
             for ch, members in by_choices.items():
                 replies = [self._reply_tokens(c) for c in ch]
-                per_batch = max(1, self.config.batch_size // len(ch))
                 lengths = [len(self.tokens(texts[i])) for i in members]
-                for batch in self._batches(lengths, per_batch):
+                for batch in self._batches(lengths, rows_per_item=len(ch)):
                     idx = [members[b] for b in batch]
                     scores = self._score_sequences(
                         net, [self.tokens(texts[i]) for i in idx], replies
@@ -384,20 +495,27 @@ class HFBackend:
         bar.close()
         return out  # type: ignore[return-value]
 
-    def _prefix_cache(self, net: Any, seqs: Sequence[Sequence[int]]) -> tuple[int, Any] | None:
-        """(length, KV cache) of the token prefix every sequence shares (system prompt, task
-        instruction...), computed once; None when there is no prefix worth sharing."""
-        if not self.config.share_prefix or len(seqs) < 2:
-            return None
-        first, n = seqs[0], min(len(s) for s in seqs) - 1  # every suffix keeps >= 1 token
+    @staticmethod
+    def _shared_prefix_length(seqs: Sequence[Sequence[int]], limit: int) -> int:
+        """Length of the token prefix every sequence starts with, at most ``limit``."""
+        first, n = seqs[0], limit
         for s in seqs[1:]:
             j = 0
             while j < n and s[j] == first[j]:
                 j += 1
             n = j
+        return max(0, n)
+
+    def _prefix_cache(self, net: Any, seqs: Sequence[Sequence[int]]) -> tuple[int, Any] | None:
+        """(length, KV cache) of the token prefix every sequence shares (system prompt, task
+        instruction...), computed once; None when there is no prefix worth sharing."""
+        if not self.config.share_prefix or len(seqs) < 2:
+            return None
+        # every suffix keeps >= 1 token: its last position gives the next-token logits
+        n = self._shared_prefix_length(seqs, min(len(s) for s in seqs) - 1)
         if n < MIN_SHARED_PREFIX:
             return None
-        ids = torch.tensor([list(first[:n])], dtype=torch.long, device=self.device)
+        ids = torch.tensor([list(seqs[0][:n])], dtype=torch.long, device=self.device)
         out = net(input_ids=ids, use_cache=True, logits_to_keep=1)
         return n, out.past_key_values
 
@@ -503,11 +621,9 @@ class HFBackend:
         eos.discard(None)
         bar = progress_bar(total=len(texts), desc=desc, unit="q", disable=not progress)
         lengths = [len(self.tokens(t)) for t in texts]
-        per_batch = (
-            max(1, self.config.batch_size // max(1, n)) if sample else self.config.batch_size
-        )
+        rows = max(1, n) if sample else 1
         with self._inference() as net:
-            for b, batch in enumerate(self._batches(lengths, per_batch)):
+            for b, batch in enumerate(self._batches(lengths, rows_per_item=rows)):
                 ids, mask, _ = self._left_pad([self.tokens(texts[i]) for i in batch])
                 torch.manual_seed(seed * 1_000_003 + b)  # same seed, same samples
                 kwargs: dict[str, Any] = {
@@ -561,7 +677,7 @@ class HFBackend:
             disable=not progress,
         )
         with self._inference() as net:
-            for batch in self._batches([len(s) for s in seqs], self.config.batch_size):
+            for batch in self._batches([len(s) for s in seqs]):
                 ids, mask, pos = self._left_pad([seqs[i] for i in batch])
                 hidden = (
                     net(
@@ -679,6 +795,9 @@ class HFBackend:
             param.requires_grad = "lora_" in pname and f".{name}." in pname
         params = [p for p in net.parameters() if p.requires_grad]
         torch.manual_seed(config.seed)
+        # The shared prompt prefix is computed once per batch only where that is exact: LoRA
+        # dropout would need a different mask for every row's copy of it.
+        share = self.config.share_prefix and not net.peft_config[name].lora_dropout
 
         encoded = [self._encode_train(ex, config.max_length) for ex in examples]
         lengths = [len(ids) for ids, _ in encoded]
@@ -745,7 +864,7 @@ class HFBackend:
             for k, batch in enumerate(batches):
                 if epoch == start_epoch and k < start_batch:
                     continue  # done before the checkpoint
-                loss = self._batch_loss(net, [encoded[i] for i in batch])
+                loss = self._batch_loss(net, [encoded[i] for i in batch], share_prefix=share)
                 (loss / config.grad_accum).backward()
                 epoch_losses.append(loss.item())
                 tokens_seen += sum(lengths[i] for i in batch)
@@ -823,22 +942,49 @@ class HFBackend:
     def _trainable_state(net: Any) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
 
-    def _batch_loss(self, net: Any, batch: list[tuple[list[int], int]]) -> torch.Tensor:
+    def _batch_loss(
+        self, net: Any, batch: list[tuple[list[int], int]], *, share_prefix: bool = False
+    ) -> torch.Tensor:
         """Mean cross-entropy over reply tokens only.
 
         Sequences are left-padded so every reply ends at the last position; logits are computed
         only for the last (longest reply + 1) positions, which is most of the speed-up on CPU
         (the vocabulary projection dominates for small models).
+
+        With ``share_prefix``, the prompt prefix all sequences share (system prompt, template,
+        instruction: a third of an fpb prompt) goes through the model once per batch and its
+        KV cache is repeated for every row; gradients flow back through the copies into that
+        one pass. Same loss and gradients as whole sequences, up to float rounding; only valid
+        without LoRA dropout (whole sequences would draw a dropout mask per row).
         """
-        ids, mask, pos = self._left_pad([seq for seq, _ in batch])
+        seqs = [seq for seq, _ in batch]
         width = max(n for _, n in batch)
+        # The prefix stops before the last prompt token of every row (it predicts the reply).
+        limit = min(len(seq) - n - 1 for seq, n in batch)
+        shared = self._shared_prefix_length(seqs, limit) if share_prefix and len(batch) > 1 else 0
+        with self._autocast():
+            if shared < MIN_SHARED_PREFIX:
+                ids, mask, pos = self._left_pad(seqs)
+                logits = net(
+                    input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1
+                ).logits
+            else:
+                prefix = torch.tensor([seqs[0][:shared]], dtype=torch.long, device=self.device)
+                past = net(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+                past.batch_repeat_interleave(len(batch))
+                ids, mask, pos = self._left_pad([seq[shared:] for seq in seqs])
+                ones = torch.ones((len(batch), shared), dtype=mask.dtype, device=mask.device)
+                logits = net(
+                    input_ids=ids,
+                    attention_mask=torch.cat([ones, mask], dim=1),
+                    position_ids=pos + shared,
+                    past_key_values=past,
+                    use_cache=True,
+                    logits_to_keep=width + 1,
+                ).logits
         labels = ids[:, -width:].clone()
         for row, (_, n) in enumerate(batch):
             labels[row, : width - n] = -100
-        with self._autocast():
-            logits = net(
-                input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=width + 1
-            ).logits
         return torch.nn.functional.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.shape[-1]),
             labels.reshape(-1),
