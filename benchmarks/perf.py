@@ -356,6 +356,10 @@ def main(argv: list[str]) -> int:
     results["matmul_gflops"] = rates
     with Phase("load model + adapter", results):
         backend = load_backend(cfg.model, args.adapter)
+    if cfg.model.batch_size == "auto":
+        results["inference_batch"] = f"auto: {backend.batch_token_budget()} tokens per batch"
+    else:
+        results["inference_batch"] = f"{cfg.model.batch_size} prompts per batch"
     params = parameter_counts(backend.model)
     results["parameters"] = params
     compute_dtype = "bfloat16" if backend.autocast or backend.dtype == torch.bfloat16 else "float32"
@@ -441,6 +445,7 @@ def report(r: dict[str, Any]) -> str:
         f"matmul: {r['matmul_gflops']['float32']:.0f} GFLOP/s float32, "
         f"{r['matmul_gflops']['bfloat16']:.0f} GFLOP/s bfloat16; compute dtype {r['compute_dtype']}",
         f"parameters: {r['parameters']['total'] / 1e6:.1f} M (body {r['parameters']['body'] / 1e6:.1f} M)",
+        f"inference batches: {r.get('inference_batch', '?')}",
         "",
         "| pseudo-labeling | items | seconds | items/s | pseudo-label accuracy | FLOP floor reached |",
         "|---|---|---|---|---|---|",
