@@ -291,6 +291,55 @@ def training_throughput(
     }
 
 
+def current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def training_memory_probe(
+    backend: Any, cfg: Any, rows_list: tuple[int, ...] = (2, 4, 8, 16), length: int = 128
+) -> dict[str, Any]:
+    """Peak RSS above the resting RSS for one LoRA forward + backward pass over ``rows`` ×
+    ``length`` random tokens (loss on the last 4): what one training batch needs beyond the
+    weights. The slope over batch sizes is the activation memory per token."""
+    import gc
+
+    import torch
+
+    from semievol.resources import peak_rss_mb, reset_peak_rss
+
+    name = backend._add_fresh_adapter(dataclasses.replace(cfg.train))
+    net = backend.peft
+    for pname, param in net.named_parameters():
+        param.requires_grad = "lora_" in pname and f".{name}." in pname
+    net.train()
+    vocab = int(backend.model.get_input_embeddings().weight.shape[0])
+    gen = torch.Generator().manual_seed(0)
+    peaks = {}
+    for rows in rows_list:
+        batch = [(torch.randint(vocab, (length,), generator=gen).tolist(), 4) for _ in range(rows)]
+        net.zero_grad(set_to_none=True)
+        gc.collect()
+        rest = current_rss_mb()
+        reset_peak_rss()
+        backend._batch_loss(net, batch).backward()
+        peaks[rows] = round((peak_rss_mb() or 0) - rest, 1)
+    net.zero_grad(set_to_none=True)
+    net.eval()
+    first, last = rows_list[0], rows_list[-1]
+    per_token = (peaks[last] - peaks[first]) / ((last - first) * length)
+    return {
+        "length": length,
+        "peak_above_rest_mib_by_rows": peaks,
+        "mib_per_token": round(per_token, 3),
+        "kib_per_token_per_layer": round(
+            per_token * 1024 / backend.model.config.num_hidden_layers, 1
+        ),
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/fpb.yaml")
@@ -314,6 +363,11 @@ def main(argv: list[str]) -> int:
         "--batch-sweep",
         default="",
         help="comma-separated inference batch sizes to time first-token scoring with",
+    )
+    parser.add_argument(
+        "--memory-probe",
+        action="store_true",
+        help="only measure training memory: peak RSS of one batch at several batch sizes",
     )
     parser.add_argument("--out", default="benchmarks/results/perf.json")
     parser.add_argument(
@@ -366,6 +420,12 @@ def main(argv: list[str]) -> int:
     results["compute_dtype"] = compute_dtype
     gflops = rates[compute_dtype]
 
+    if args.memory_probe:
+        results["training_memory"] = training_memory_probe(backend, cfg)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["training_memory"], indent=1))
+        return 0
     items = unlabeled[: args.items]
     # Warm-up on other items: the first forward passes of a process pay one-off kernel set-up
     # (oneDNN primitives for bf16), which a real stage amortises over thousands of items.

@@ -43,3 +43,20 @@ def test_perf_benchmark_reports_speed_accuracy_floor_and_memory(tiny_model_dir, 
     assert all(p["peak_rss_mb"] for p in r["phases"].values())
     printed = capsys.readouterr().out
     assert "speed-up on the same items" in printed and "training:" in printed
+
+
+def test_memory_probe_reports_peak_per_batch_size(tiny_model_dir, tmp_path):
+    cfg = tmp_path / "perf.yaml"
+    cfg.write_text(
+        "data:\n"
+        f"  labeled: {write_csv(tmp_path / 'labeled.csv', sentiment_rows(4))}\n"
+        f"  unlabeled: {write_csv(tmp_path / 'unlabeled.csv', sentiment_rows(4, start=50))}\n"
+        "  id_column: id\n"
+        f"model:\n  name: {tiny_model_dir}\n  batch_size: 4\n"
+    )
+    out = tmp_path / "mem.json"
+    assert perf.main(["--config", str(cfg), "--memory-probe", "--out", str(out)]) == 0
+    mem = json.loads(out.read_text())["training_memory"]
+    assert list(mem["peak_above_rest_mib_by_rows"]) == ["2", "4", "8", "16"]
+    assert all(v >= 0 for v in mem["peak_above_rest_mib_by_rows"].values())
+    assert "mib_per_token" in mem and "kib_per_token_per_layer" in mem
