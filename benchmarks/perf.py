@@ -291,13 +291,6 @@ def training_throughput(
     }
 
 
-def current_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def training_memory_probe(
     backend: Any, cfg: Any, rows_list: tuple[int, ...] = (2, 4, 8, 16), length: int = 128
 ) -> dict[str, Any]:
@@ -308,12 +301,10 @@ def training_memory_probe(
 
     import torch
 
-    from semievol.resources import peak_rss_mb, reset_peak_rss
+    from semievol.resources import current_rss_mb, peak_rss_mb, reset_peak_rss
 
-    name = backend._add_fresh_adapter(dataclasses.replace(cfg.train))
+    backend._train_only(backend._add_fresh_adapter(dataclasses.replace(cfg.train)))
     net = backend.peft
-    for pname, param in net.named_parameters():
-        param.requires_grad = "lora_" in pname and f".{name}." in pname
     net.train()
     vocab = int(backend.model.get_input_embeddings().weight.shape[0])
     gen = torch.Generator().manual_seed(0)
@@ -322,7 +313,7 @@ def training_memory_probe(
         batch = [(torch.randint(vocab, (length,), generator=gen).tolist(), 4) for _ in range(rows)]
         net.zero_grad(set_to_none=True)
         gc.collect()
-        rest = current_rss_mb()
+        rest = current_rss_mb() or 0
         reset_peak_rss()
         backend._batch_loss(net, batch).backward()
         peaks[rows] = round((peak_rss_mb() or 0) - rest, 1)
@@ -338,6 +329,11 @@ def training_memory_probe(
             per_token * 1024 / backend.model.config.num_hidden_layers, 1
         ),
     }
+
+
+def write_results(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main(argv: list[str]) -> int:
@@ -422,8 +418,7 @@ def main(argv: list[str]) -> int:
 
     if args.memory_probe:
         results["training_memory"] = training_memory_probe(backend, cfg)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        write_results(Path(args.out), results)
         print(json.dumps(results["training_memory"], indent=1))
         return 0
     items = unlabeled[: args.items]
@@ -468,8 +463,7 @@ def main(argv: list[str]) -> int:
             results["naive"] = naive_reference(
                 cfg.model, args.adapter, task, items, args.naive_passes, args.naive_max_new_tokens
             )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(Path(args.out), results)
     print(report(results))
     return 0
 

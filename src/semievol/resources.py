@@ -21,9 +21,18 @@ def reset_peak_rss() -> None:
 
 def peak_rss_mb() -> float | None:
     """Peak RSS in MiB since the last ``reset_peak_rss`` (or process start)."""
+    return _status_mb("VmHWM")
+
+
+def current_rss_mb() -> float | None:
+    """RSS in MiB now."""
+    return _status_mb("VmRSS")
+
+
+def _status_mb(field: str) -> float | None:
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
     except (OSError, ValueError, IndexError):
         pass

@@ -155,7 +155,9 @@ def measured_token_budget(backend: HFBackend) -> int:
         known = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         known = {}
-    if isinstance(known, dict) and isinstance(known.get(key), int) and known[key] > 0:
+    if not isinstance(known, dict):  # damaged: measure again and rewrite it
+        known = {}
+    if isinstance(known.get(key), int) and known[key] > 0:
         return known[key]
     log.info("measuring the fastest inference batch size on this machine (once)...")
     budget, rates = probe_token_budget(backend)
@@ -165,7 +167,6 @@ def measured_token_budget(backend: HFBackend) -> int:
         PROBE_LENGTH,
         ", ".join(f"{rows}: {rate:.0f}" for rows, rate in rates.items()),
     )
-    known = known if isinstance(known, dict) else {}
     known[key] = budget
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,10 +322,9 @@ class HFBackend:
         and these are frozen). Autocast would compute with exactly these bf16 values, so results
         are unchanged; the cast was ~10 % of training and scoring time, and memory halves. The
         output head (often tied to the embeddings) stays float32."""
+        head = self.model.get_output_embeddings()
         self._bf16_linears = [
-            m
-            for m in self.model.modules()
-            if isinstance(m, torch.nn.Linear) and m is not self.model.get_output_embeddings()
+            m for m in self.model.modules() if isinstance(m, torch.nn.Linear) and m is not head
         ]
         self._cast_frozen_linears(torch.bfloat16)
 
@@ -529,18 +529,26 @@ class HFBackend:
                 input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1
             ).logits[:, -1]
         n, cache = prefix
-        ids, mask, pos = self._left_pad([s[n:] for s in seqs])
-        past = copy.deepcopy(cache)
+        _, logits = self._forward_after_prefix(net, seqs, n, copy.deepcopy(cache), 1)
+        return logits[:, -1]
+
+    def _forward_after_prefix(
+        self, net: Any, seqs: Sequence[Sequence[int]], n: int, past: Any, logits_to_keep: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(suffix ids, logits) of ``seqs`` whose first ``n`` tokens are the shared prefix held
+        in the batch-1 KV cache ``past`` (repeated here for every row, in place)."""
         past.batch_repeat_interleave(len(seqs))
+        ids, mask, pos = self._left_pad([s[n:] for s in seqs])
         ones = torch.ones((len(seqs), n), dtype=mask.dtype, device=mask.device)
-        return net(
+        logits = net(
             input_ids=ids,
             attention_mask=torch.cat([ones, mask], dim=1),
             position_ids=pos + n,
             past_key_values=past,
             use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
+            logits_to_keep=logits_to_keep,
+        ).logits
+        return ids, logits
 
     def _reply_tokens(self, reply: str) -> list[int]:
         """Tokens of an assistant reply plus its end-of-turn marker, exactly as they follow the
@@ -791,9 +799,7 @@ class HFBackend:
             else self._add_fresh_adapter(config)
         )
         net = self.peft
-        for pname, param in net.named_parameters():
-            param.requires_grad = "lora_" in pname and f".{name}." in pname
-        params = [p for p in net.parameters() if p.requires_grad]
+        params = self._train_only(name)
         torch.manual_seed(config.seed)
         # The shared prompt prefix is computed once per batch only where that is exact: LoRA
         # dropout would need a different mask for every row's copy of it.
@@ -938,6 +944,12 @@ class HFBackend:
             output_dir, name, step, config.epochs, loss_value, tokens_seen, seconds, history
         )
 
+    def _train_only(self, name: str) -> list[torch.nn.Parameter]:
+        """Make adapter ``name``'s LoRA weights the only ones that get gradients; returns them."""
+        for pname, param in self.peft.named_parameters():
+            param.requires_grad = "lora_" in pname and f".{name}." in pname
+        return [p for p in self.peft.parameters() if p.requires_grad]
+
     @staticmethod
     def _trainable_state(net: Any) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
@@ -971,17 +983,7 @@ class HFBackend:
             else:
                 prefix = torch.tensor([seqs[0][:shared]], dtype=torch.long, device=self.device)
                 past = net(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
-                past.batch_repeat_interleave(len(batch))
-                ids, mask, pos = self._left_pad([seq[shared:] for seq in seqs])
-                ones = torch.ones((len(batch), shared), dtype=mask.dtype, device=mask.device)
-                logits = net(
-                    input_ids=ids,
-                    attention_mask=torch.cat([ones, mask], dim=1),
-                    position_ids=pos + shared,
-                    past_key_values=past,
-                    use_cache=True,
-                    logits_to_keep=width + 1,
-                ).logits
+                ids, logits = self._forward_after_prefix(net, seqs, shared, past, width + 1)
         labels = ids[:, -width:].clone()
         for row, (_, n) in enumerate(batch):
             labels[row, : width - n] = -100
