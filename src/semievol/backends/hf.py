@@ -138,8 +138,11 @@ def budget_cache_key(backend: HFBackend) -> str:
         hardware = torch.cuda.get_device_name(backend.device)
     else:
         hardware = f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
+    # The model's shape, not where its files are: a re-installed or re-converted copy of the
+    # same model must find the same entry.
+    shape = hashlib.sha256(backend.model.config.to_json_string().encode()).hexdigest()[:16]
     return (
-        f"{Path(backend.path).resolve() if Path(backend.path).exists() else backend.path} | "
+        f"{type(backend.model).__name__} {shape} | "
         f"{hardware} | {backend.dtype} autocast={backend.autocast} | "
         f"threads={torch.get_num_threads()} | torch {torch.__version__}"
     )
@@ -183,7 +186,7 @@ def probe_token_budget(backend: HFBackend) -> tuple[int, dict[int, float]]:
     gen = torch.Generator().manual_seed(0)
     vocab = int(backend.model.get_input_embeddings().weight.shape[0])
     rates: dict[int, float] = {}
-    best_rows, best_rate, worse = 1, 0.0, 0
+    best_rate, worse = 0.0, 0
     rows = 1
     with backend._inference() as net:
         while rows * PROBE_LENGTH <= max_tokens and worse < 2:
@@ -200,14 +203,17 @@ def probe_token_budget(backend: HFBackend) -> tuple[int, dict[int, float]]:
             except torch.OutOfMemoryError:
                 break
             rates[rows] = 2 * rows * PROBE_LENGTH / (time.perf_counter() - t0)
-            # a bigger batch must be clearly faster: ties go to the smaller (less memory)
-            if rates[rows] > best_rate * 1.03:
-                best_rows, best_rate, worse = rows, rates[rows], 0
+            if rates[rows] > best_rate:
+                best_rate, worse = rates[rows], 0
             else:
                 worse += 1
             rows *= 2
     if cuda:
         torch.cuda.empty_cache()
+    # Throughput is flat over a wide range on CPUs, where a plain maximum would pick any size
+    # from run to run: take the smallest batch within 10 % of the fastest (less memory, and the
+    # same choice each time the measurement is repeated).
+    best_rows = min(r for r, rate in rates.items() if rate >= 0.9 * best_rate) if rates else 1
     return best_rows * PROBE_LENGTH, rates
 
 
