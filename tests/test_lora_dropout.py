@@ -1,0 +1,84 @@
+"""BitsDropout: the LoRA dropout used in training draws the same distribution as nn.Dropout."""
+
+import pytest
+import torch
+
+from semievol.backends import ModelConfig, TrainExample
+from semievol.backends.hf import HFBackend
+from semievol.backends.lora_dropout import BitsDropout, keep_mask
+from semievol.training import TrainConfig
+
+from .test_hf_backend import prompts
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5])
+def test_keep_mask_drops_every_element_independently_with_probability_p(p):
+    torch.manual_seed(0)
+    shape = torch.Size([1000, 1001])  # not a multiple of 4: the last word is cut
+    dropped = (~keep_mask(shape, p)).double()
+    n = shape.numel()
+    se = (p * (1 - p) / n) ** 0.5
+    assert abs(dropped.mean().item() - p) < 5 * se
+    # The four 16-bit lanes of each 64-bit word are equally good coins...
+    flat = dropped.flatten()[: n - n % 4].view(-1, 4)
+    for lane in range(4):
+        assert abs(flat[:, lane].mean().item() - p) < 5 * se * 2
+    # ...and neighbours (same word, and across words) are independent.
+    for gap in (1, 4):
+        both = (flat.flatten()[:-gap] * flat.flatten()[gap:]).mean().item()
+        assert abs(both - p * p) < 5 * (p * p * (1 - p * p) / n) ** 0.5 + 1e-4
+    assert not torch.equal(keep_mask(shape, p), keep_mask(shape, p))
+    torch.manual_seed(1)
+    a = keep_mask(shape, p)
+    torch.manual_seed(1)
+    assert torch.equal(a, keep_mask(shape, p))  # the torch generator: seeds reproduce it
+
+
+def test_bits_dropout_scales_what_it_keeps_and_backpropagates_through_the_mask():
+    torch.manual_seed(0)
+    x = (torch.rand(64, 48, dtype=torch.float64) + 0.5).requires_grad_()
+    drop = BitsDropout(0.25)
+    y = drop(x)
+    kept = y != 0
+    assert 0.6 < kept.double().mean().item() < 0.9
+    assert torch.allclose(y[kept], x[kept] / 0.75)
+    (y * torch.arange(48.0, dtype=torch.float64)).sum().backward()
+    want = kept.double() / 0.75 * torch.arange(48.0, dtype=torch.float64)
+    assert torch.allclose(x.grad, want)
+    drop.eval()
+    assert drop(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        BitsDropout(1.0)
+
+
+def test_training_replaces_the_trained_adapters_dropout_and_applies_it(tiny_model_dir, tmp_path):
+    task, exs, msgs = prompts(6)
+    train = [TrainExample(m, e.answer) for m, e in zip(msgs, exs, strict=True)]
+    backend = HFBackend(ModelConfig(name=str(tiny_model_dir), autocast="off"))
+    cfg = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-2, lora_dropout=0.1, seed=1)
+    result = backend.train(train, cfg, tmp_path / "a", progress=False)
+    dropouts = [
+        m.lora_dropout[result.adapter_name]
+        for m in backend.peft.modules()
+        if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+    ]
+    assert dropouts and all(isinstance(d, BitsDropout) and d.p == 0.1 for d in dropouts)
+
+    net = backend.peft
+    batch = [backend._encode_train(ex, 1024) for ex in train[:3]]
+    net.train()
+    with torch.no_grad():
+        noisy = [backend._batch_loss(net, batch).item() for _ in range(2)]
+    net.eval()
+    with torch.no_grad():
+        clean = [backend._batch_loss(net, batch).item() for _ in range(2)]
+    assert noisy[0] != noisy[1]  # dropout is on in training mode...
+    assert clean[0] == clean[1]  # ...and off in eval mode
+
+    cfg = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-2, lora_dropout=0.0, seed=1)
+    result = backend.train(train, cfg, tmp_path / "b", progress=False)
+    assert not any(
+        isinstance(m.lora_dropout[result.adapter_name], BitsDropout)
+        for m in backend.peft.modules()
+        if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+    )
