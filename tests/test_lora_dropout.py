@@ -5,17 +5,17 @@ import torch
 
 from semievol.backends import ModelConfig, TrainExample
 from semievol.backends.hf import HFBackend
-from semievol.backends.lora_dropout import BitsDropout, keep_mask
+from semievol.backends.lora_dropout import BitsDropout, drop_mask
 from semievol.training import TrainConfig
 
 from .test_hf_backend import prompts
 
 
 @pytest.mark.parametrize("p", [0.05, 0.5])
-def test_keep_mask_drops_every_element_independently_with_probability_p(p):
+def test_drop_mask_drops_every_element_independently_with_probability_p(p):
     torch.manual_seed(0)
     shape = torch.Size([1000, 1001])  # not a multiple of 4: the last word is cut
-    dropped = (~keep_mask(shape, p)).double()
+    dropped = drop_mask(shape, p).double()
     n = shape.numel()
     se = (p * (1 - p) / n) ** 0.5
     assert abs(dropped.mean().item() - p) < 5 * se
@@ -27,11 +27,11 @@ def test_keep_mask_drops_every_element_independently_with_probability_p(p):
     for gap in (1, 4):
         both = (flat.flatten()[:-gap] * flat.flatten()[gap:]).mean().item()
         assert abs(both - p * p) < 5 * (p * p * (1 - p * p) / n) ** 0.5 + 1e-4
-    assert not torch.equal(keep_mask(shape, p), keep_mask(shape, p))
+    assert not torch.equal(drop_mask(shape, p), drop_mask(shape, p))
     torch.manual_seed(1)
-    a = keep_mask(shape, p)
+    a = drop_mask(shape, p)
     torch.manual_seed(1)
-    assert torch.equal(a, keep_mask(shape, p))  # the torch generator: seeds reproduce it
+    assert torch.equal(a, drop_mask(shape, p))  # the torch generator: seeds reproduce it
 
 
 def test_bits_dropout_scales_what_it_keeps_and_backpropagates_through_the_mask():

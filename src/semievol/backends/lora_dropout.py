@@ -19,28 +19,31 @@ import torch
 _LEVELS = 1 << 16
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device | None = None) -> torch.Tensor:
-    """Boolean mask, each element True with probability 1 - round(p * 65536) / 65536."""
+def drop_mask(shape: torch.Size, p: float, device: torch.device | None = None) -> torch.Tensor:
+    """Boolean mask, each element True (dropped) with probability round(p * 65536) / 65536."""
     n = shape.numel()
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(1 << 63), None)  # every bit uniform
     uniform16 = words.view(torch.int16)[:n].view(shape)
-    return uniform16 >= -(1 << 15) + round(p * _LEVELS)
+    return uniform16 < -(1 << 15) + round(p * _LEVELS)
 
 
-class _ScaleByMask(torch.autograd.Function):
-    """x * keep / (1 - p); saves only the boolean mask for the backward pass."""
+class _DropAndScale(torch.autograd.Function):
+    """x zeroed where ``drop`` and scaled by 1 / (1 - p); saves only the boolean mask.
+
+    masked_fill + in-place mul: multiplying a float tensor by a bool one promotes the mask to
+    float first, 5-15x slower here."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(keep)
+    def forward(ctx: Any, x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(drop)
         ctx.scale = scale
-        return x * keep * scale
+        return x.masked_fill(drop, 0).mul_(scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (keep,) = ctx.saved_tensors
-        return grad * keep * ctx.scale, None, None
+        (drop,) = ctx.saved_tensors
+        return grad.masked_fill(drop, 0).mul_(ctx.scale), None, None
 
 
 class BitsDropout(torch.nn.Module):
@@ -55,8 +58,8 @@ class BitsDropout(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = keep_mask(x.shape, self.p, x.device)
-        return _ScaleByMask.apply(x, keep, 1.0 / (1.0 - self.p))
+        drop = drop_mask(x.shape, self.p, x.device)
+        return _DropAndScale.apply(x, drop, 1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
