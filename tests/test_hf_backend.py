@@ -595,3 +595,60 @@ def test_probe_stops_when_bigger_batches_stop_helping(tiny_model_dir, tmp_path, 
     budget, rates = hf.probe_token_budget(backend)
     assert budget == 4 * hf.PROBE_LENGTH
     assert list(rates) == [1, 2, 4, 8, 16]  # 32 would be "fastest" but is never reached
+
+
+def test_cpu_attention_trains_with_eager_for_short_sequences_with_the_same_results(
+    tiny_model_dir, monkeypatch
+):
+    """attention auto on CPU: training uses eager attention for short key sequences and SDPA
+    for long ones, inference always SDPA; scores, loss and gradients equal transformers' own
+    SDPA path (float32; scores exactly)."""
+    from transformers.models.llama import modeling_llama
+
+    from semievol.backends import cpu_attention
+
+    calls = []
+    eager = modeling_llama.eager_attention_forward
+    monkeypatch.setattr(
+        modeling_llama,
+        "eager_attention_forward",
+        lambda *a, **k: calls.append("eager") or eager(*a, **k),
+    )
+    task, exs, msgs = prompts(5)
+    choices = [task.choices(e) for e in exs]
+    cfg = TrainConfig(epochs=1, lora_dropout=0.0, seed=1)
+
+    def run(attention, eager_max_keys):
+        monkeypatch.setattr(cpu_attention, "EAGER_MAX_KEYS", eager_max_keys)
+        b = HFBackend(ModelConfig(name=str(tiny_model_dir), autocast="off", attention=attention))
+        calls.clear()
+        scores = b.score_choices(msgs, choices, progress=False)
+        scoring_calls = len(calls)
+        b._add_fresh_adapter(cfg)
+        b.peft.train()
+        batch = [
+            b._encode_train(TrainExample(m, e.answer), 1024) for m, e in zip(msgs, exs, strict=True)
+        ]
+        loss = b._batch_loss(b.peft, batch)
+        loss.backward()
+        grads = {n: p.grad for n, p in b.peft.named_parameters() if p.grad is not None}
+        implementation = b.model.config._attn_implementation
+        return implementation, scoring_calls, len(calls), scores, loss.item(), grads
+
+    sdpa = run("sdpa", 384)
+    assert sdpa[0] == "sdpa" and sdpa[1:3] == (0, 0)
+    short = run("auto", 384)
+    assert short[0] == cpu_attention.NAME and short[1] == 0 and short[2] > 0
+    long = run("auto", 0)  # every call has more keys than that: SDPA with the eager mask
+    assert long[0] == cpu_attention.NAME and long[1:3] == (0, 0)
+    for got in (short, long):
+        assert got[3] == sdpa[3]  # inference is transformers' SDPA path, bit for bit
+        assert got[4] == pytest.approx(sdpa[4], rel=1e-5)
+        assert got[5].keys() == sdpa[5].keys() and got[5]
+        for k in got[5]:
+            assert torch.allclose(got[5][k], sdpa[5][k], rtol=1e-4, atol=1e-6), k
+
+
+def test_unknown_attention_implementation_is_a_clear_error(tiny_model_dir):
+    with pytest.raises(ModelLoadError, match="cannot load model"):
+        HFBackend(ModelConfig(name=str(tiny_model_dir), attention="no_such_attention"))

@@ -47,6 +47,11 @@ class ModelConfig:
     """Compute the token prefix all prompts share (system prompt, task instruction) once and
     reuse its KV cache: in closed-set scoring once per call, in training once per batch (only
     with lora_dropout 0, where it is exact), instead of once per prompt."""
+    attention: str = "auto"
+    """Attention implementation. auto: on CPU, training uses the model's eager attention up to
+    384 keys (torch's CPU SDPA backward is slow on short sequences) and PyTorch SDPA
+    otherwise; elsewhere transformers' default. Or any name transformers knows ('sdpa',
+    'eager', 'flash_attention_2', ...)."""
     trust_remote_code: bool = False
     """Run Python code shipped with a hub model. Off unless you trust its author."""
     cache_dir: str | None = None
@@ -59,6 +64,8 @@ class ModelConfig:
             raise ValueError(f"batch_size must be >= 1 or 'auto', got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
+        if not self.attention.strip():
+            raise ValueError("attention must be 'auto' or an attention implementation name")
 
 
 @dataclass

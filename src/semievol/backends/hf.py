@@ -27,6 +27,7 @@ import torch
 
 from semievol.backends import Generation, ModelConfig, TrainExample, TrainResult
 from semievol.backends.checkpoint import TrainingCheckpoint, training_fingerprint
+from semievol.backends.cpu_attention import register_cpu_attention
 from semievol.backends.lora_dropout import use_bits_dropout
 from semievol.errors import ModelLoadError
 from semievol.io import atomic_directory, atomic_write_json, atomic_write_yaml
@@ -256,6 +257,8 @@ class HFBackend:
         t0 = time.perf_counter()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, **common)
+            if config.attention != "auto":
+                common["attn_implementation"] = config.attention
             self.model = AutoModelForCausalLM.from_pretrained(
                 self.path, dtype=dtype, use_safetensors=True, **common
             )
@@ -268,6 +271,8 @@ class HFBackend:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelLoadError(f"cannot load model {self.path!r}: {first}") from None
         self.model.to(self.device).eval()
+        if config.attention == "auto" and self.device.type == "cpu":
+            self.model.config._attn_implementation = register_cpu_attention()
         self._fp32_output_head()
         self._bf16_linears: list[torch.nn.Linear] = []
         self._token_budget: int | None = None
