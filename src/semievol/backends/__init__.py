@@ -45,8 +45,9 @@ class ModelConfig:
     this machine in a short measurement, made once and cached beside converted models."""
     share_prefix: bool = True
     """Compute the token prefix all prompts share (system prompt, task instruction) once and
-    reuse its KV cache: in closed-set scoring once per call, in training once per batch (only
-    with lora_dropout 0, where it is exact), instead of once per prompt."""
+    reuse its KV cache: in closed-set scoring once per call, in training once per batch,
+    instead of once per prompt. Exact without LoRA dropout; with it, the prefix's dropout mask
+    is shared by a batch's rows (same expected loss and gradient)."""
     attention: str = "auto"
     """Attention implementation. auto: on CPU, training uses the model's eager attention up to
     384 keys (torch's CPU SDPA backward is slow on short sequences) and PyTorch SDPA

@@ -132,6 +132,8 @@ def cpu_has_native_bf16() -> bool:
 PROBE_LENGTH = 64
 """Tokens per sequence when measuring the token budget: a typical prompt after its shared
 prefix (fpb: 68, arc/mmlu more)."""
+PROBE_ROUNDS = 3
+"""Timings per batch size; the median counts."""
 
 
 def budget_cache_key(backend: HFBackend) -> str:
@@ -146,14 +148,16 @@ def budget_cache_key(backend: HFBackend) -> str:
     return (
         f"{type(backend.model).__name__} {shape} | "
         f"{hardware} | {backend.dtype} autocast={backend.autocast} | "
-        f"threads={torch.get_num_threads()} | torch {torch.__version__}"
+        f"threads={torch.get_num_threads()} | torch {torch.__version__} | "
+        f"median of {PROBE_ROUNDS}"  # entries of the earlier single-timing probe are not reused
     )
 
 
 def measured_token_budget(backend: HFBackend) -> int:
     """The token budget per inference batch that ran fastest here, from the cache or measured
     now: forward passes over random tokens at 1, 2, 4, ... rows of ``PROBE_LENGTH`` tokens
-    until throughput falls twice in a row (or memory runs out); a few seconds, once."""
+    until throughput falls twice in a row (or memory runs out), each size timed
+    ``PROBE_ROUNDS`` times; ~10-30 s on a CPU, once."""
     path = cache_root(backend.config) / "batch_token_budget.json"
     key = budget_cache_key(backend)
     try:
@@ -182,40 +186,54 @@ def measured_token_budget(backend: HFBackend) -> int:
 
 
 def probe_token_budget(backend: HFBackend) -> tuple[int, dict[int, float]]:
-    """(best budget, tokens/s by rows) from timed forward passes over random tokens."""
+    """(best budget, median tokens/s by rows) from timed forward passes over random tokens.
+
+    The first round doubles the rows until throughput falls twice in a row; then every size
+    found is timed again, ``PROBE_ROUNDS - 1`` times, interleaved, so that a drift of the
+    machine's speed hits all sizes alike, and each size's rate is its median (single timings
+    on a shared CPU swing by +-40 %, which made repeated probes choose 512 to 8,192 tokens).
+    """
     cuda = backend.device.type == "cuda"
     max_tokens = 2**17 if cuda else 2**13
     gen = torch.Generator().manual_seed(0)
     vocab = int(backend.model.get_input_embeddings().weight.shape[0])
-    rates: dict[int, float] = {}
-    best_rate, worse = 0.0, 0
-    rows = 1
+    samples: dict[int, list[float]] = {}
+
+    def rate(net: Any, rows: int, warm_up: bool) -> float:
+        ids = torch.randint(vocab, (rows, PROBE_LENGTH), generator=gen).to(backend.device)
+        if warm_up:
+            net(input_ids=ids, logits_to_keep=1)  # a new shape pays one-off set-up first
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        net(input_ids=ids, logits_to_keep=1)
+        if cuda:
+            torch.cuda.synchronize()
+        return rows * PROBE_LENGTH / (time.perf_counter() - t0)
+
     with backend._inference() as net:
+        best_rate, worse, rows = 0.0, 0, 1
         while rows * PROBE_LENGTH <= max_tokens and worse < 2:
-            ids = torch.randint(vocab, (rows, PROBE_LENGTH), generator=gen).to(backend.device)
             try:
-                net(input_ids=ids, logits_to_keep=1)  # a new shape pays one-off set-up first
-                if cuda:
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                for _ in range(2):
-                    net(input_ids=ids, logits_to_keep=1)
-                if cuda:
-                    torch.cuda.synchronize()
+                samples[rows] = [rate(net, rows, warm_up=True)]
             except torch.OutOfMemoryError:
                 break
-            rates[rows] = 2 * rows * PROBE_LENGTH / (time.perf_counter() - t0)
-            if rates[rows] > best_rate:
-                best_rate, worse = rates[rows], 0
+            if samples[rows][0] > best_rate:
+                best_rate, worse = samples[rows][0], 0
             else:
                 worse += 1
             rows *= 2
+        for _ in range(PROBE_ROUNDS - 1):
+            for rows in samples:
+                samples[rows].append(rate(net, rows, warm_up=False))
     if cuda:
         torch.cuda.empty_cache()
+    rates = {rows: float(np.median(s)) for rows, s in samples.items()}
     # Throughput is flat over a wide range on CPUs, where a plain maximum would pick any size
     # from run to run: take the smallest batch within 10 % of the fastest (less memory, and the
     # same choice each time the measurement is repeated).
-    best_rows = min(r for r, rate in rates.items() if rate >= 0.9 * best_rate) if rates else 1
+    best = max(rates.values(), default=0.0)
+    best_rows = min((r for r, v in rates.items() if v >= 0.9 * best), default=1)
     return best_rows * PROBE_LENGTH, rates
 
 
@@ -817,9 +835,7 @@ class HFBackend:
         params = self._train_only(name)
         use_bits_dropout(net, name)  # same dropout distribution, ~3x cheaper masks
         torch.manual_seed(config.seed)
-        # The shared prompt prefix is computed once per batch only where that is exact: LoRA
-        # dropout would need a different mask for every row's copy of it.
-        share = self.config.share_prefix and not net.peft_config[name].lora_dropout
+        share = self.config.share_prefix
 
         encoded = [self._encode_train(ex, config.max_length) for ex in examples]
         lengths = [len(ids) for ids, _ in encoded]
@@ -982,8 +998,11 @@ class HFBackend:
         With ``share_prefix``, the prompt prefix all sequences share (system prompt, template,
         instruction: a third of an fpb prompt) goes through the model once per batch and its
         KV cache is repeated for every row; gradients flow back through the copies into that
-        one pass. Same loss and gradients as whole sequences, up to float rounding; only valid
-        without LoRA dropout (whole sequences would draw a dropout mask per row).
+        one pass. Without LoRA dropout: the same loss and gradients as whole sequences, up to
+        float rounding. With dropout, the prefix's dropout mask is drawn once per batch instead
+        of once per row: each row still sees a Bernoulli(p) mask, so the expected loss and
+        gradient (the objective) are unchanged; only the rows' noise on the prefix positions
+        is shared within a batch.
         """
         seqs = [seq for seq, _ in batch]
         width = max(n for _, n in batch)
