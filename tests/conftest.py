@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,23 @@ CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
     " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_semievol_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests write their cache entries (measured batch budgets) into a temporary cache, not the
+    user's; converted models are shared with the real cache, so they are converted once."""
+    real = Path(os.environ.get("SEMIEVOL_CACHE") or "~/.cache/semievol").expanduser()
+    own = tmp_path_factory.mktemp("semievol-cache")
+    (real / "converted").mkdir(parents=True, exist_ok=True)
+    (own / "converted").symlink_to(real / "converted", target_is_directory=True)
+    previous = os.environ.get("SEMIEVOL_CACHE")
+    os.environ["SEMIEVOL_CACHE"] = str(own)
+    yield own
+    if previous is None:
+        os.environ.pop("SEMIEVOL_CACHE", None)
+    else:
+        os.environ["SEMIEVOL_CACHE"] = previous
 
 
 def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> Path:

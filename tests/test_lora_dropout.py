@@ -82,3 +82,47 @@ def test_training_replaces_the_trained_adapters_dropout_and_applies_it(tiny_mode
         for m in backend.peft.modules()
         if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
     )
+
+
+def test_under_autocast_lora_inputs_skip_the_float32_round_trip_exactly(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """Under bf16 autocast PEFT's cast of LoRA inputs to float32 is turned off (autocast casts
+    them back to bf16 right after): without dropout the trained adapter is bit-identical to
+    training with the round trip; with dropout the mask is applied in bf16."""
+    from safetensors.torch import load_file
+
+    import semievol.backends.hf as hf
+    from semievol.backends.lora_dropout import use_bits_dropout
+
+    task, exs, msgs = prompts(6)
+    train = [TrainExample(m, e.answer) for m, e in zip(msgs, exs, strict=True)]
+    cfg = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-2, lora_dropout=0.0, seed=1)
+
+    def trained(name):
+        backend = HFBackend(ModelConfig(name=str(tiny_model_dir), autocast="on"))
+        result = backend.train(train, cfg, tmp_path / name, progress=False)
+        casting = {
+            m.cast_input_dtype_enabled
+            for m in backend.peft.modules()
+            if hasattr(m, "cast_input_dtype_enabled")
+        }
+        return casting, load_file(result.adapter_dir / "adapter_model.safetensors")
+
+    casting, direct = trained("direct")
+    assert casting == {False}
+    monkeypatch.setattr(
+        hf, "use_bits_dropout", lambda net, name, autocast: use_bits_dropout(net, name)
+    )
+    casting, round_trip = trained("round_trip")
+    assert casting == {True}
+    assert direct.keys() == round_trip.keys() and direct
+    assert all(torch.equal(direct[k], round_trip[k]) for k in direct)
+
+    drop = BitsDropout(0.5)
+    x = torch.randn(8, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = drop(x)
+    assert y.dtype == torch.bfloat16
+    kept = y != 0
+    assert torch.equal(y[kept], (x.bfloat16() * 2)[kept])

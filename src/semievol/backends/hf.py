@@ -833,7 +833,7 @@ class HFBackend:
         )
         net = self.peft
         params = self._train_only(name)
-        use_bits_dropout(net, name)  # same dropout distribution, ~3x cheaper masks
+        use_bits_dropout(net, name, autocast=self.autocast)  # same distribution, cheaper
         torch.manual_seed(config.seed)
         share = self.config.share_prefix
 
