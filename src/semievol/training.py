@@ -44,10 +44,10 @@ class TrainConfig:
     lora_alpha: int = 32
     """LoRA scaling numerator (scale = alpha / r)."""
     lora_dropout: float = 0.05
-    """Dropout on the LoRA input. 0 trains 1.6x faster on CPU (no dropout masks, and the shared
-    prompt prefix is then computed once per batch) and did as well on fpb validation over 3
-    seeds, but on the 40-example demo task it lost 7 points (SFT) and 20 (SemiEvol); 0.05 stays
-    the default until a few-label validation says otherwise (BENCHMARKS.md)."""
+    """Dropout on the LoRA input. 0 skips the dropout masks (~15 % of a CPU training step) and
+    did as well on fpb validation over 3 seeds, but on the 40-example demo task it lost 7
+    points (SFT) and 20 (SemiEvol); 0.05 stays the default until a few-label validation says
+    otherwise (BENCHMARKS.md)."""
     target_modules: str = "all-linear"
     """Modules that get LoRA: 'all-linear' or a comma-separated list like 'q_proj,v_proj'."""
     max_length: int = 1024
