@@ -436,7 +436,11 @@ def test_frozen_bf16_linears_change_nothing_under_autocast(tiny_model_dir, tmp_p
         after = backend.score_choices(msgs, choices, progress=False)
         return before, after, load_file(result.adapter_dir / "adapter_model.safetensors")
 
-    stored = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="on"))
+    # Unmerged adapters: merging rounds W + BA once more when W is stored in bf16.
+    config = ModelConfig(
+        name=str(tiny_model_dir), batch_size=4, autocast="on", merge_adapters=False
+    )
+    stored = HFBackend(config)
     linears = [
         m
         for m in stored.model.modules()
@@ -449,7 +453,7 @@ def test_frozen_bf16_linears_change_nothing_under_autocast(tiny_model_dir, tmp_p
     assert lora and all(p.dtype == torch.float32 and p.requires_grad for p in lora)
 
     monkeypatch.setattr(HFBackend, "_store_frozen_linears_in_bf16", lambda self: None)
-    cast_each_time = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="on"))
+    cast_each_time = HFBackend(config)
     assert all(
         m.weight.dtype == torch.float32
         for m in cast_each_time.model.modules()
@@ -682,3 +686,76 @@ def test_probe_takes_the_median_of_interleaved_timings(tiny_model_dir, tmp_path,
     assert budget == 4 * hf.PROBE_LENGTH
     assert set(rates) == {1, 2, 4, 8, 16, 32}  # 8 was best in round 1; two slower after it
     assert all(n == hf.PROBE_ROUNDS + 1 for n in timed["passes"].values())
+
+
+def largest_difference(a: list[list[float]], b: list[list[float]]) -> float:
+    return max(abs(x - y) for u, v in zip(a, b, strict=True) for x, y in zip(u, v, strict=True))
+
+
+def test_inference_folds_the_adapter_into_a_copy_of_the_weights(tiny_model_dir, tmp_path):
+    """With merge_adapters, inference runs W + scale * B A in the base layers alone: the same
+    scores and generations as PEFT's unmerged forward (float32 here, so equal up to summation
+    order); the base weights are untouched, training still works, and a changed adapter is
+    merged again."""
+    task, exs, msgs = prompts(6)
+    choices = [task.choices(e) for e in exs]
+    train = [TrainExample(m, e.answer) for m, e in zip(msgs, exs, strict=True)]
+    cfg = TrainConfig(epochs=2, batch_size=3, learning_rate=3e-2, lora_dropout=0.0, seed=1)
+    merged = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off"))
+    assert merged.config.merge_adapters  # the default
+    vanilla = merged.score_choices(msgs, choices, progress=False)
+    result = merged.train(train, cfg, tmp_path / "a", progress=False)
+    base = {n: p.detach().clone() for n, p in merged.peft.named_parameters() if "lora_" not in n}
+    got = merged.score_choices(msgs, choices, progress=False)
+    got_text = [g.text for (g,) in merged.generate(msgs, max_new_tokens=4, progress=False)]
+
+    unmerged = HFBackend(
+        ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off", merge_adapters=False)
+    )
+    unmerged.load_adapter(result.adapter_dir)
+    want = unmerged.score_choices(msgs, choices, progress=False)
+    want_text = [g.text for (g,) in unmerged.generate(msgs, max_new_tokens=4, progress=False)]
+    assert largest_difference(got, vanilla) > 1e-3  # the adapter matters
+    assert largest_difference(got, want) < 1e-5
+    assert got_text == want_text
+    # inference swapped the merged copy out again: the model's own weights are unchanged
+    assert all(torch.equal(p, base[n]) for n, p in merged.peft.named_parameters() if n in base)
+    merged.use_adapter(None)
+    assert merged.score_choices(msgs, choices, progress=False) == vanilla
+
+    # Change the adapter in place (as an optimizer step does): the next inference re-merges.
+    for backend in (merged, unmerged):
+        backend.use_adapter(list(backend.adapters)[-1])
+        with torch.no_grad():
+            for n, p in backend.peft.named_parameters():
+                if "lora_B" in n:
+                    p.mul_(-1.0)
+    flipped = merged.score_choices(msgs, choices, progress=False)
+    assert largest_difference(flipped, got) > 1e-3
+    assert largest_difference(flipped, unmerged.score_choices(msgs, choices, progress=False)) < 1e-5
+
+
+def test_adapters_that_cannot_be_merged_run_unmerged(tiny_model_dir, tmp_path):
+    """A DoRA adapter is not a plain weight sum: inference falls back to PEFT's forward."""
+    from peft import LoraConfig, get_peft_model
+
+    task, exs, msgs = prompts(4)
+    choices = [task.choices(e) for e in exs]
+    backend = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off"))
+    torch.manual_seed(0)
+    dora = get_peft_model(
+        backend.model,
+        LoraConfig(
+            r=4, target_modules=["q_proj", "v_proj"], use_dora=True, init_lora_weights=False
+        ),
+    )
+    dora.save_pretrained(str(tmp_path / "dora"))
+    reference = HFBackend(
+        ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off", merge_adapters=False)
+    )
+    reference.load_adapter(tmp_path / "dora")
+    fresh = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off"))
+    fresh.load_adapter(tmp_path / "dora")
+    assert fresh.score_choices(msgs, choices, progress=False) == reference.score_choices(
+        msgs, choices, progress=False
+    )

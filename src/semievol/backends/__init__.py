@@ -48,6 +48,11 @@ class ModelConfig:
     reuse its KV cache: in closed-set scoring once per call, in training once per batch,
     instead of once per prompt. Exact without LoRA dropout; with it, the prefix's dropout mask
     is shared by a batch's rows (same expected loss and gradient)."""
+    merge_adapters: bool = True
+    """Inference (scoring, generation, embeddings) with an adapter runs on a copy of the base
+    weights with the adapter folded in (W + scale * B A, summed in float32, rounded to the
+    weights' dtype once) instead of PEFT's two extra matmuls beside every linear. Training
+    never uses the copy. false: PEFT's unmerged forward (probabilities differ by rounding)."""
     attention: str = "auto"
     """Attention implementation. auto: on CPU, training uses the model's eager attention up to
     384 keys (torch's CPU SDPA backward is slow on short sequences) and PyTorch SDPA

@@ -29,6 +29,7 @@ from semievol.backends import Generation, ModelConfig, TrainExample, TrainResult
 from semievol.backends.checkpoint import TrainingCheckpoint, training_fingerprint
 from semievol.backends.cpu_attention import register_cpu_attention
 from semievol.backends.lora_dropout import use_bits_dropout
+from semievol.backends.lora_merge import MergedAdapterWeights
 from semievol.errors import ModelLoadError
 from semievol.io import atomic_directory, atomic_write_json, atomic_write_yaml
 from semievol.progress import progress_bar
@@ -293,6 +294,7 @@ class HFBackend:
             self.model.config._attn_implementation = register_cpu_attention()
         self._fp32_output_head()
         self._bf16_linears: list[torch.nn.Linear] = []
+        self._merged = MergedAdapterWeights()
         self._token_budget: int | None = None
         if self.autocast and dtype == torch.float32:
             self._store_frozen_linears_in_bf16()
@@ -456,14 +458,18 @@ class HFBackend:
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[Any]:
+        """Eval mode, no autograd, autocast; the active adapter merged into the base weights
+        when ``model.merge_adapters`` (and mergeable), else run beside them by PEFT."""
         net = self._net()
         net.eval()
-        disabled = (
-            self.peft.disable_adapter()
-            if (self.peft is not None and self.active is None)
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), disabled, self._autocast():
+        with contextlib.ExitStack() as stack:
+            merged = False
+            if self.peft is not None and self.active is not None and self.config.merge_adapters:
+                merged = stack.enter_context(self._merged.swapped_in(self.peft, self.active))
+            if self.peft is not None and (self.active is None or merged):
+                stack.enter_context(self.peft.disable_adapter())
+            stack.enter_context(torch.inference_mode())
+            stack.enter_context(self._autocast())
             yield net
 
     # --- closed-set scoring --------------------------------------------------------------------
