@@ -759,3 +759,40 @@ def test_adapters_that_cannot_be_merged_run_unmerged(tiny_model_dir, tmp_path):
     assert fresh.score_choices(msgs, choices, progress=False) == reference.score_choices(
         msgs, choices, progress=False
     )
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_scores_are_the_same_when_the_first_call_measures_the_batch_budget(
+    tiny_model_dir, tmp_path, merge
+):
+    """The token budget is measured inside the first scoring call (a nested inference
+    context); leaving it must neither re-enable the adapter layers that the outer context
+    disabled (Vanilla, or a merged adapter that would then be applied twice) nor put the
+    unmerged weights back while the outer context still runs on the merged ones."""
+    task, exs, msgs = prompts(6)
+    choices = [task.choices(e) for e in exs]
+    train = [TrainExample(m, e.answer) for m, e in zip(msgs, exs, strict=True)]
+    cfg = TrainConfig(epochs=1, batch_size=3, learning_rate=3e-2, lora_dropout=0.0, seed=1)
+    fixed = HFBackend(
+        ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off", merge_adapters=merge)
+    )
+    vanilla = fixed.score_choices(msgs, choices, progress=False)
+    adapter = fixed.train(train, cfg, tmp_path / "a", progress=False).adapter_dir
+    tuned = fixed.score_choices(msgs, choices, progress=False)
+    for name in ("vanilla", "tuned"):
+        auto = HFBackend(
+            ModelConfig(
+                name=str(tiny_model_dir),
+                autocast="off",
+                merge_adapters=merge,
+                cache_dir=str(tmp_path / f"cache_{name}"),  # nothing measured yet
+            )
+        )
+        auto.load_adapter(adapter)
+        if name == "vanilla":
+            auto.use_adapter(None)
+        first = auto.score_choices(msgs, choices, progress=False)  # measures the budget
+        assert (tmp_path / f"cache_{name}" / "batch_token_budget.json").is_file()
+        want = vanilla if name == "vanilla" else tuned
+        assert largest_difference(first, want) < 1e-5, name
+        assert largest_difference(auto.score_choices(msgs, choices, progress=False), want) < 1e-5

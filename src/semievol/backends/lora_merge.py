@@ -85,6 +85,8 @@ class MergedAdapterWeights:
             self._merged = []  # free the previous adapter's copy before building this one
             self._merged = self._build(layers, adapter)
             self._key = key
+        # What is in place now, not the true originals: inside a nested inference context
+        # (the batch-budget probe runs in the first scoring call) that is the merged copy.
         originals = [(base, base.weight.data) for base, _ in self._merged]
         try:
             for base, weight in self._merged:
