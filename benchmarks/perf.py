@@ -518,7 +518,7 @@ def report(r: dict[str, Any]) -> str:
             )
     if "naive" in r:
         speedup = r["semievol"]["items_per_second"] / r["naive"]["items_per_second"]
-        lines.append(f"\nspeed-up on the same items: {speedup:.0f}×")
+        lines.append(f"\nspeed-up on the same items: {speedup:.1f}×")
     if "batch_sweep" in r:
         sweep = ", ".join(f"{b}: {v:.1f}" for b, v in r["batch_sweep"].items())
         lines.append(f"\nfirst-token scoring items/s by batch size: {sweep}")
