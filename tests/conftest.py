@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,17 +19,16 @@ CHATML = (
 def own_semievol_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Tests write their cache entries (measured batch budgets) into a temporary cache, not the
     user's; converted models are shared with the real cache, so they are converted once."""
-    real = Path(os.environ.get("SEMIEVOL_CACHE") or "~/.cache/semievol").expanduser()
+    from semievol.backends import ModelConfig
+    from semievol.backends.hf import cache_root
+
+    real = cache_root(ModelConfig())
     own = tmp_path_factory.mktemp("semievol-cache")
     (real / "converted").mkdir(parents=True, exist_ok=True)
     (own / "converted").symlink_to(real / "converted", target_is_directory=True)
-    previous = os.environ.get("SEMIEVOL_CACHE")
-    os.environ["SEMIEVOL_CACHE"] = str(own)
-    yield own
-    if previous is None:
-        os.environ.pop("SEMIEVOL_CACHE", None)
-    else:
-        os.environ["SEMIEVOL_CACHE"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEMIEVOL_CACHE", str(own))
+        yield own
 
 
 def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> Path:

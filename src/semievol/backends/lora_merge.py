@@ -57,9 +57,6 @@ class MergedAdapterWeights:
         self._key: tuple[Any, ...] | None = None
         self._merged: list[tuple[torch.nn.Linear, torch.Tensor]] = []
 
-    def clear(self) -> None:
-        self._key, self._merged = None, []
-
     @torch.no_grad()
     def _build(self, layers: list[Any], adapter: str) -> list[tuple[torch.nn.Linear, torch.Tensor]]:
         merged = []
