@@ -165,6 +165,23 @@ def test_changed_training_config_reruns_everything_after_sft(data, tmp_path, bac
     assert "eval/vanilla" not in changed.executed  # Vanilla does not depend on training
 
 
+def test_changed_prompt_format_reruns_every_stage(data, tmp_path, backend, monkeypatch):
+    """A prompt change in code (not in the config) must not reuse stages computed on the old
+    prompts: the stage keys carry a fingerprint of the rendered prompts."""
+    from semievol.tasks import MultipleChoiceTask
+
+    run_dir = tmp_path / "run"
+    first = run_pipeline(make_config(data, run_dir))
+    monkeypatch.setattr(MultipleChoiceTask, "instruction_for", lambda self, ex: "Pick a letter.")
+    again = run_pipeline(make_config(data, run_dir))
+    assert (
+        sorted(again.executed)
+        == sorted(first.executed)
+        == sorted(stage_names(make_config(data, run_dir)))
+    )
+    assert any("Pick a letter." in prompt for prompt in backend.scored)
+
+
 def test_unknown_force_stage_is_a_clear_error(data, tmp_path, backend, capsys):
     code = main(run_args(data, tmp_path / "run", "--force", "comittee"))
     err = capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -331,10 +332,11 @@ def test_missing_optional_packages_give_a_clear_error(monkeypatch):
         embed_questions(None, ["a"], "sentence-transformers:all-MiniLM-L6-v2")
 
 
+@pytest.mark.parametrize("position", ["first", "last"])
 @pytest.mark.parametrize("kind", ["multiple_choice", "label_set"])
-def test_inline_demonstrations_are_solved_examples_in_one_user_message(kind):
+def test_inline_demonstrations_are_solved_examples_in_one_user_message(kind, position):
     cfg, _, options = TASKS[kind]
-    task = build_task(cfg)
+    task = build_task(dataclasses.replace(cfg, instruction_position=position))
     answers = ["A", "C"] if kind == "multiple_choice" else ["negative", "positive"]
     demos = [Example(f"d{i}", f"Demo question {i}?", options, a) for i, a in enumerate(answers)]
     item = Example("u", "The real question?", options)
@@ -350,7 +352,13 @@ def test_inline_demonstrations_are_solved_examples_in_one_user_message(kind):
         "user",
     ]
     user = inline[-1]["content"]
-    assert user.endswith(task.messages(item)[-1]["content"])  # the question as usual, last
+    question = task.messages(item)[-1]["content"]  # the question as usual, with its instruction
+    if position == "last":
+        assert user.endswith(question)
+    else:  # the instruction opens the message (shared by all items), the question comes last
+        instruction = task.instruction_for(item)
+        assert user.startswith(f"{instruction}\n\n")
+        assert user.endswith(question.removeprefix(f"{instruction}\n\n"))
     for demo, answer in zip(demos, answers, strict=True):
         assert f"{demo.question}" in user and f"Answer: {answer}" in user
     # Instructions are not repeated for every demonstration.

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from semievol.data import Example
@@ -60,6 +62,29 @@ def test_multiple_choice_prompt_lists_letters_and_instruction():
     assert "A. negative\nB. neutral\nC. positive" in msgs[-1]["content"]
     assert "(A-C)" in msgs[-1]["content"]
     assert MC.choices(EX) == ["A", "B", "C"]
+
+
+@pytest.mark.parametrize("kind", ["multiple_choice", "label_set", "numeric", "free_form"])
+def test_instruction_position_first_puts_it_in_the_prefix_items_share(kind):
+    labels = ["negative", "neutral", "positive"] if kind == "label_set" else None
+    items = [
+        Example("q1", "How is the market?", ["negative", "neutral", "positive"]),
+        Example("q2", "Sales fell.", ["negative", "neutral", "positive"]),
+    ]
+    by_position = {}
+    for position in ("first", "last"):
+        task = build_task(TaskConfig(type=kind, labels=labels, instruction_position=position))
+        users = [task.messages(ex)[-1]["content"] for ex in items]
+        instruction = task.instruction_for(items[0])
+        assert users[0].count(instruction) == 1
+        by_position[position] = users
+    first, last = by_position["first"], by_position["last"]
+    assert first[0].startswith(f"{instruction}\n\nHow is the market?")
+    assert last[0].startswith("How is the market?") and last[0].endswith(instruction)
+    # Same parts, reordered: the prompts share the instruction as a prefix only when it is first.
+    assert sorted(first[0].split("\n\n")) == sorted(last[0].split("\n\n"))
+    assert os.path.commonprefix(first).startswith(instruction)
+    assert os.path.commonprefix(last) == ""
 
 
 LABELS = build_task(TaskConfig(type="label_set", labels=["negative", "neutral", "positive"]))

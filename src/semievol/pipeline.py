@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from semievol.data import Example, load_splits
 from semievol.errors import Interrupted
 from semievol.io import atomic_write_jsonl
-from semievol.rundir import RunDir, fingerprint_examples, read_jsonl
+from semievol.rundir import RunDir, fingerprint_examples, read_jsonl, stable_hash
 from semievol.stages.committee import Member, committee_members
 from semievol.tasks import Task, build_task, is_closed_set
 from semievol.training import result_key, split_validation
@@ -277,11 +278,26 @@ def setup(cfg: Config, force: str | None) -> Context:
         base_key={
             "model": model_key,
             "task": cfg.task,
+            "prompts": prompt_fingerprint(task, data["labeled"]),
             "labeled": fingerprint_examples(labeled),
             "validation": fingerprint_examples(validation),
         },
         resolved=config_to_dict(cfg),
         leakage=leakage,
+    )
+
+
+def prompt_fingerprint(task: Task, labeled: Sequence[Example]) -> str:
+    """Hash of how the task renders prompts and targets (on the first labeled items), so that
+    cached stages are recomputed when the prompt format changes, by config or by code."""
+    ex, demos = labeled[0], list(labeled[1:3])
+    return stable_hash(
+        [
+            task.messages(ex),
+            task.messages(ex, demos),
+            task.messages(ex, demos, inline_demos=True),
+            task.target(ex, ex.answer),  # type: ignore[arg-type]
+        ]
     )
 
 
@@ -606,6 +622,7 @@ def evaluate_models(ctx: Context, rounds: list[Round]) -> dict[str, dict[str, An
             {
                 "model": ctx.base_key["model"],
                 "task": ctx.cfg.task,
+                "prompts": ctx.base_key["prompts"],
                 "adapter": key,
                 "test": fingerprint_examples(ctx.data["test"]),
                 "max_new_tokens": ctx.cfg.eval.max_new_tokens,

@@ -39,8 +39,12 @@ class TaskConfig:
     """System message of every prompt (null: the chat template's default). A short one saves
     tokens on every prompt."""
     instruction: str | None = None
-    """Line appended after the question telling the model how to answer (null: the task type's
-    default)."""
+    """Line telling the model how to answer (null: the task type's default)."""
+    instruction_position: Literal["first", "last"] = "first"
+    """Where the instruction goes in the user message. first: before the question, as common
+    evaluation prompts have it; it is then part of the token prefix all items share, which
+    scoring and training compute once per batch instead of once per item. last: after the
+    question and its options."""
     prompt_template: str | None = None
     """Override the user message: a Python format string with {question}, {options} (lettered
     lines) and {labels} (comma-separated)."""
@@ -167,9 +171,14 @@ class _Base:
         parts = [ex.question.strip()]
         if options:
             parts.append(options)
-        if with_instruction:
-            parts.append(self.config.instruction or self.instruction_for(ex))
+        if with_instruction and self.config.instruction_position == "first":
+            parts.insert(0, self.instruction(ex))
+        elif with_instruction:
+            parts.append(self.instruction(ex))
         return "\n\n".join(parts)
+
+    def instruction(self, ex: Example) -> str:
+        return self.config.instruction or self.instruction_for(ex)
 
     def instruction_for(self, ex: Example) -> str:
         return self.default_instruction
@@ -186,10 +195,12 @@ class _Base:
                 f"{self.user_message(d, with_instruction=False)}\nAnswer: {self.target(d, d.answer)}"  # type: ignore[arg-type]
                 for d in demos
             )
-            question = self.user_message(ex)
             content = (
-                f"Solved examples of similar questions:\n\n{solved}\n\nNow this one:\n\n{question}"
+                f"Solved examples of similar questions:\n\n{solved}\n\nNow this one:\n\n"
+                f"{self.user_message(ex, with_instruction=self.config.instruction_position == 'last')}"
             )
+            if self.config.instruction_position == "first" and self.config.prompt_template is None:
+                content = f"{self.instruction(ex)}\n\n{content}"
             return [*msgs, {"role": "user", "content": content}]
         for demo in demos:
             msgs.append({"role": "user", "content": self.user_message(demo)})
