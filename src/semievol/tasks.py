@@ -40,11 +40,12 @@ class TaskConfig:
     tokens on every prompt."""
     instruction: str | None = None
     """Line telling the model how to answer (null: the task type's default)."""
-    instruction_position: Literal["first", "last"] = "first"
-    """Where the instruction goes in the user message. first: before the question, as common
-    evaluation prompts have it; it is then part of the token prefix all items share, which
-    scoring and training compute once per batch instead of once per item. last: after the
-    question and its options."""
+    instruction_position: Literal["first", "last"] = "last"
+    """Where the instruction goes in the user message. last: after the question and its
+    options, next to where the answer starts. first: before the question; it then joins the
+    token prefix all items share, which training computes once per batch (fpb: LoRA training
+    1.2x faster, scoring no faster), but SmolLM2-135M fitted fpb more slowly with it (1-epoch
+    loss 0.77 vs 0.67; BENCHMARKS.md, issue 5 session 8), so it is not the default."""
     prompt_template: str | None = None
     """Override the user message: a Python format string with {question}, {options} (lettered
     lines) and {labels} (comma-separated)."""
