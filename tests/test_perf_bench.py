@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import sentiment_rows, write_csv
 
 SPEC = importlib.util.spec_from_file_location(
@@ -60,3 +62,33 @@ def test_memory_probe_reports_peak_per_batch_size(tiny_model_dir, tmp_path):
     assert list(mem["peak_above_rest_mib_by_rows"]) == ["2", "4", "8", "16"]
     assert all(v >= 0 for v in mem["peak_above_rest_mib_by_rows"].values())
     assert "mib_per_token" in mem and "kib_per_token_per_layer" in mem
+
+
+RANDOM_SPEC = importlib.util.spec_from_file_location(
+    "random_model", Path(__file__).resolve().parent.parent / "benchmarks/random_model.py"
+)
+random_model = importlib.util.module_from_spec(RANDOM_SPEC)
+RANDOM_SPEC.loader.exec_module(random_model)
+
+
+def test_random_model_of_a_preset_architecture_loads_and_scores(tiny_model_dir, tmp_path):
+    """benchmarks/random_model.py: the preset's shapes, safetensors weights, the tokenizer's
+    vocabulary; semievol loads the directory like any local model."""
+    from semievol.backends import ModelConfig
+    from semievol.backends.hf import HFBackend
+
+    out = tmp_path / "random"
+    assert random_model.main(["tiny", str(out), "--tokenizer", str(tiny_model_dir)]) == 0
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    config = json.loads((out / "config.json").read_text())
+    model_type, dims = random_model.PRESETS["tiny"]
+    assert config["model_type"] == model_type
+    assert {k: config[k] for k in dims} == dims
+    backend = HFBackend(ModelConfig(name=str(out), batch_size=2))
+    assert backend.model.config.vocab_size == len(backend.tokenizer)
+    probs = backend.score_choices(
+        [[{"role": "user", "content": "Sales fell."}]] * 3, [["A", "B", "C"]] * 3, progress=False
+    )
+    assert all(abs(sum(p) - 1) < 1e-5 for p in probs)
+    with pytest.raises(SystemExit, match="unknown ARCH"):
+        random_model.main(["gpt-9", str(tmp_path / "x"), "--tokenizer", str(tiny_model_dir)])
