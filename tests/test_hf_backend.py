@@ -796,3 +796,31 @@ def test_scores_are_the_same_when_the_first_call_measures_the_batch_budget(
         want = vanilla if name == "vanilla" else tuned
         assert largest_difference(first, want) < 1e-5, name
         assert largest_difference(auto.score_choices(msgs, choices, progress=False), want) < 1e-5
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_inference_leaves_which_weights_are_trainable_as_it_found_them(
+    tiny_model_dir, tmp_path, merge
+):
+    """PEFT's disable_adapter() marks the active adapter trainable when it exits; inference
+    with the adapter merged (and Vanilla inference) goes through it, and must not leave a
+    loaded inference-only adapter with trainable weights."""
+    task, exs, msgs = prompts(4)
+    choices = [task.choices(e) for e in exs]
+    train = [TrainExample(m, e.answer) for m, e in zip(msgs, exs, strict=True)]
+    cfg = TrainConfig(epochs=1, batch_size=2, learning_rate=1e-2, lora_dropout=0.0, seed=1)
+    trained = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off"))
+    adapter = trained.train(train, cfg, tmp_path / "a", progress=False).adapter_dir
+
+    backend = HFBackend(
+        ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off", merge_adapters=merge)
+    )
+    backend.load_adapter(adapter)
+    before = {n: p.requires_grad for n, p in backend.peft.named_parameters()}
+    assert not any(before.values())  # loaded for inference
+    backend.score_choices(msgs, choices, progress=False)
+    backend.generate(msgs[:1], max_new_tokens=2, progress=False)
+    backend.use_adapter(None)
+    backend.score_choices(msgs, choices, progress=False)  # Vanilla
+    backend.use_adapter(list(backend.adapters)[-1])
+    assert {n: p.requires_grad for n, p in backend.peft.named_parameters()} == before

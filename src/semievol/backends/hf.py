@@ -467,6 +467,7 @@ class HFBackend:
             if self.peft is not None and self.active is not None and self.config.merge_adapters:
                 merged = stack.enter_context(self._merged.swapped_in(self.peft, self.active))
             if self.peft is not None and (self.active is None or merged):
+                stack.enter_context(self._trainable_flags_kept())
                 stack.enter_context(self.peft.disable_adapter())
             stack.enter_context(torch.inference_mode())
             stack.enter_context(self._autocast())
@@ -786,8 +787,21 @@ class HFBackend:
         if name is not None:
             if name not in self.adapters:
                 raise KeyError(f"unknown adapter {name!r}; loaded: {list(self.adapters)}")
-            self.peft.set_adapter(name)
+            with self._trainable_flags_kept():
+                self.peft.set_adapter(name)
         self.active = name
+
+    @contextlib.contextmanager
+    def _trainable_flags_kept(self) -> Iterator[None]:
+        """PEFT's set_adapter() and disable_adapter() mark the active adapter trainable; which
+        weights train is for ``train`` to decide (``_train_only``), so a loaded inference-only
+        adapter stays frozen: the flags are put back as they were."""
+        flags = [(p, p.requires_grad) for p in self.peft.parameters()]
+        try:
+            yield
+        finally:
+            for param, flag in flags:
+                param.requires_grad_(flag)
 
     def _add_fresh_adapter(self, config: TrainConfig) -> str:
         from peft import LoraConfig, get_peft_model
