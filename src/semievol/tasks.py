@@ -196,11 +196,13 @@ class _Base:
                 f"{self.user_message(d, with_instruction=False)}\nAnswer: {self.target(d, d.answer)}"  # type: ignore[arg-type]
                 for d in demos
             )
+            # Instruction first: it opens the whole message, not the question after the demos.
+            first = self.config.instruction_position == "first"
+            question = self.user_message(ex, with_instruction=not first)
             content = (
-                f"Solved examples of similar questions:\n\n{solved}\n\nNow this one:\n\n"
-                f"{self.user_message(ex, with_instruction=self.config.instruction_position == 'last')}"
+                f"Solved examples of similar questions:\n\n{solved}\n\nNow this one:\n\n{question}"
             )
-            if self.config.instruction_position == "first" and self.config.prompt_template is None:
+            if first and self.config.prompt_template is None:
                 content = f"{self.instruction(ex)}\n\n{content}"
             return [*msgs, {"role": "user", "content": content}]
         for demo in demos:
