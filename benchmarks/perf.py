@@ -7,7 +7,8 @@ Run from the repository root:
 
 What it measures, in one process, on the same backend (transformers + PEFT, CPU or CUDA):
 
-1. matmul rate of this machine (torch, float32 and bfloat16, best of several square matmuls);
+1. matmul rate of the device the model runs on (torch, float32 and bfloat16, best of several
+   square matmuls: 2048² on CPU, 8192² on CUDA);
 2. naive reference procedure on the first ``--items`` unlabeled items: n=4 separate sampled
    generation passes (temperature 1, up to ``--naive-max-new-tokens`` tokens, the engine
    re-created for every pass) and a justification generation per item that shows the 4 answers,
@@ -21,7 +22,10 @@ What it measures, in one process, on the same backend (transformers + PEFT, CPU 
 5. LoRA training throughput on ``--train-examples`` labeled rows, against 4 × P_frozen + 6 ×
    P_lora FLOPs per token (frozen weights need the input gradient but no weight gradient;
    LoRA weights need both), plus 4 × vocab × hidden per loss position for the frozen head;
-6. peak RSS of every phase (VmHWM, reset per phase).
+6. peak RSS of every phase (VmHWM, reset per phase), and on a GPU its peak allocated memory.
+
+Tokens/s: the naive reference's prompt + generated tokens; semievol's prompt tokens as the
+floor counts them (a shared prefix computed once is credited to every prompt).
 
 Pseudo-label accuracy is measured against the unlabeled file's gold answers (audit only).
 Results: a table on stdout and ``--out`` (JSON).
@@ -41,17 +45,29 @@ from pathlib import Path
 from typing import Any
 
 
-def matmul_gflops(dtype_name: str, n: int = 2048, reps: int = 5) -> float:
+def matmul_gflops(
+    dtype_name: str, device: str = "cpu", n: int | None = None, reps: int = 5
+) -> float:
+    """Best rate of square matmuls on ``device`` (CUDA: after a synchronize, so the kernel is
+    timed, not its launch)."""
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
+    n = n or (8192 if device == "cuda" else 2048)
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     torch.matmul(a, b)  # warm-up
+    sync()
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         torch.matmul(a, b)
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
@@ -76,24 +92,27 @@ def forward_flops(params: dict[str, int], prompt_tokens: int, scored_positions: 
 
 
 class Phase:
-    """Wall time and peak RSS of a block of work."""
+    """Wall time and peak RSS (and peak GPU memory, on a GPU) of a block of work."""
 
     def __init__(self, name: str, results: dict[str, Any]):
         self.name, self.results = name, results
 
     def __enter__(self) -> Phase:
-        from semievol.resources import reset_peak_rss
+        from semievol.resources import reset_peak_gpu, reset_peak_rss
 
         reset_peak_rss()
+        reset_peak_gpu()  # also waits for queued GPU work, so it is not timed here
         self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        from semievol.resources import peak_rss_mb
+        from semievol.resources import peak_gpu_mb, peak_rss_mb
 
+        gpu = peak_gpu_mb()  # synchronizes first
         self.results.setdefault("phases", {})[self.name] = {
             "seconds": round(time.perf_counter() - self.t0, 2),
             "peak_rss_mb": peak_rss_mb(),
+            "peak_gpu_mb": gpu,
         }
 
 
@@ -160,6 +179,7 @@ def naive_reference(
         "engine_loads": n + 1,
         "prompt_tokens": prompt_tokens,
         "generated_tokens": new_tokens,
+        "tokens_per_second": (prompt_tokens + new_tokens) / seconds,
     }
 
 
@@ -235,6 +255,7 @@ def semievol_labeling(
         "items_per_second": len(items) / seconds,
         "accuracy": accuracy({f["id"]: f["answer"] for f in finals}, items),
         "prompt_tokens": tokens,
+        "tokens_per_second": tokens / seconds,
         "gflop": flops / 1e9,
         "floor_seconds": round(floor_seconds, 3),
         "fraction_of_floor": floor_seconds / seconds,
@@ -313,8 +334,9 @@ def training_memory_probe(
         batch = [(torch.randint(vocab, (length,), generator=gen).tolist(), 4) for _ in range(rows)]
         net.zero_grad(set_to_none=True)
         gc.collect()
-        rest = current_rss_mb() or 0
+        # reset first: the high-water mark then starts at the RSS read as "rest", never below
         reset_peak_rss()
+        rest = current_rss_mb() or 0
         backend._batch_loss(net, batch).backward()
         peaks[rows] = round((peak_rss_mb() or 0) - rest, 1)
     net.zero_grad(set_to_none=True)
@@ -402,10 +424,12 @@ def main(argv: list[str]) -> int:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
     }
-    rates = {d: matmul_gflops(d) for d in ("float32", "bfloat16")}
-    results["matmul_gflops"] = rates
     with Phase("load model + adapter", results):
         backend = load_backend(cfg.model, args.adapter)
+    # the floor is that of the device the model runs on
+    results["matmul_device"] = backend.device.type
+    rates = {d: matmul_gflops(d, backend.device.type) for d in ("float32", "bfloat16")}
+    results["matmul_gflops"] = rates
     if cfg.model.batch_size == "auto":
         results["inference_batch"] = f"auto: {backend.batch_token_budget()} tokens per batch"
     else:
@@ -497,12 +521,14 @@ def profile_phases(
 def report(r: dict[str, Any]) -> str:
     lines = [
         f"matmul: {r['matmul_gflops']['float32']:.0f} GFLOP/s float32, "
-        f"{r['matmul_gflops']['bfloat16']:.0f} GFLOP/s bfloat16; compute dtype {r['compute_dtype']}",
+        f"{r['matmul_gflops']['bfloat16']:.0f} GFLOP/s bfloat16 ({r['matmul_device']}); "
+        f"compute dtype {r['compute_dtype']}",
         f"parameters: {r['parameters']['total'] / 1e6:.1f} M (body {r['parameters']['body'] / 1e6:.1f} M)",
         f"inference batches: {r.get('inference_batch', '?')}",
         "",
-        "| pseudo-labeling | items | seconds | items/s | pseudo-label accuracy | FLOP floor reached |",
-        "|---|---|---|---|---|---|",
+        "| pseudo-labeling | items | seconds | items/s | tokens/s | pseudo-label accuracy "
+        "| FLOP floor reached |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, label in [
         ("naive", "naive reference (4 sampled passes + justification)"),
@@ -514,7 +540,7 @@ def report(r: dict[str, Any]) -> str:
             floor = f"{x['fraction_of_floor'] * 100:.0f} %" if "fraction_of_floor" in x else "—"
             lines.append(
                 f"| {label} | {x['items']} | {x['seconds']:.1f} | {x['items_per_second']:.2f} "
-                f"| {x['accuracy'] * 100:.1f} % | {floor} |"
+                f"| {x['tokens_per_second']:.0f} | {x['accuracy'] * 100:.1f} % | {floor} |"
             )
     if "naive" in r:
         speedup = r["semievol"]["items_per_second"] / r["naive"]["items_per_second"]
@@ -528,11 +554,14 @@ def report(r: dict[str, Any]) -> str:
         f"training: {t['tokens_per_second']:.0f} tokens/s ({t['tokens']} tokens in {t['seconds']:.1f} s),"
         f" {t['fraction_of_floor'] * 100:.0f} % of the FLOP floor",
         "",
-        "| phase | seconds | peak RSS MiB |",
-        "|---|---|---|",
+        "| phase | seconds | peak RSS MiB | peak GPU MiB |",
+        "|---|---|---|---|",
     ]
     for name, p in r["phases"].items():
-        lines.append(f"| {name} | {p['seconds']:.1f} | {p['peak_rss_mb']} |")
+        gpu = p.get("peak_gpu_mb")
+        lines.append(
+            f"| {name} | {p['seconds']:.1f} | {p['peak_rss_mb']} | {'—' if gpu is None else gpu} |"
+        )
     return "\n".join(lines)
 
 

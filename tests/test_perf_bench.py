@@ -37,12 +37,15 @@ def test_perf_benchmark_reports_speed_accuracy_floor_and_memory(tiny_model_dir, 
     for key in ("naive", "semievol", "semievol_full"):
         assert 0.0 <= r[key]["accuracy"] <= 1.0
         assert r[key]["items_per_second"] > 0
+        assert r[key]["tokens_per_second"] > r[key]["items_per_second"]
     assert r["naive"]["engine_loads"] == 5
+    assert r["matmul_device"] == "cpu" and r["matmul_gflops"]["float32"] > 0
     assert set(r["batch_sweep"]) == {"2", "4"}
     assert r["semievol"]["forward_passes_per_item"] == 1  # three members, one shared pass
     assert r["semievol"]["fraction_of_floor"] > 0 and r["training"]["fraction_of_floor"] > 0
     assert r["parameters"]["body"] < r["parameters"]["total"]
     assert all(p["peak_rss_mb"] for p in r["phases"].values())
+    assert all(p["peak_gpu_mb"] is None for p in r["phases"].values())  # no GPU here
     printed = capsys.readouterr().out
     assert "speed-up on the same items" in printed and "training:" in printed
 

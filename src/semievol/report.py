@@ -58,26 +58,29 @@ def _data_section(
 
 
 def _timings(run: RunDir, names: Sequence[str]) -> str:
+    entries = [(name, run.entry(name)) for name in names]
+    entries = [(name, entry) for name, entry in entries if entry is not None]
+    # the GPU column only where some stage ran on a GPU
+    gpu = any(entry.get("peak_gpu_mb") is not None for _, entry in entries)
     rows = [
-        "| stage | seconds (when computed) | peak RSS MiB | this invocation |",
-        "|---|---|---|---|",
+        "| stage | seconds (when computed) | peak RSS MiB |"
+        + (" peak GPU MiB |" if gpu else "")
+        + " this invocation |",
+        "|---|---|---|" + ("---|" if gpu else "") + "---|",
     ]
     total = 0.0
-    for name in names:
-        entry = run.entry(name)
-        if entry is None:
-            continue
+    for name, entry in entries:
         if name in run.executed:
             status = "ran"
         elif "cached_from" in entry:
             status = "copied from the stage cache"
         else:
             status = "up to date, skipped"
-        rss = entry.get("peak_rss_mb")
-        rss_text = f"{rss:,.0f}" if rss is not None else "—"
-        rows.append(f"| {name} | {entry['seconds']:.1f} | {rss_text} | {status} |")
+        memory = [entry.get("peak_rss_mb")] + ([entry.get("peak_gpu_mb")] if gpu else [])
+        cells = " | ".join(f"{m:,.0f}" if m is not None else "—" for m in memory)
+        rows.append(f"| {name} | {entry['seconds']:.1f} | {cells} | {status} |")
         total += entry["seconds"]
-    rows.append(f"| total | {total:.1f} | | |")
+    rows.append(f"| total | {total:.1f} | |" + (" |" if gpu else "") + " |")
     return "\n".join(rows)
 
 

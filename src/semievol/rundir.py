@@ -29,7 +29,7 @@ from typing import Any
 from semievol.data import Example
 from semievol.errors import ConfigError
 from semievol.io import atomic_write_json, atomic_write_text
-from semievol.resources import peak_rss_mb, reset_peak_rss
+from semievol.resources import peak_gpu_mb, peak_rss_mb, reset_peak_gpu, reset_peak_rss
 from semievol.trace import trace
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ class RunDir:
         log.info("stage %s: running", name)
         trace("stage_start", stage=name)
         reset_peak_rss()
+        reset_peak_gpu()
         outputs = compute(stage_dir)
         seconds = time.perf_counter() - t0
         self.manifest["stages"][name] = {
@@ -199,6 +200,7 @@ class RunDir:
             "started": started.isoformat(timespec="seconds"),
             "seconds": round(seconds, 2),
             "peak_rss_mb": peak_rss_mb(),
+            "peak_gpu_mb": peak_gpu_mb(),
             "files": _artifact_files(stage_dir),
             "outputs": outputs,
         }
