@@ -20,7 +20,13 @@ then run there, carrying .carry:
 
     PYTHONPATH=src python3 benchmarks/random_model.py llama-3.2-1b /tmp/m --tokenizer .carry/tokenizer
     PYTHONPATH=src python3 benchmarks/perf.py --model /tmp/m --set data.labeled=.carry/fpb/labeled.csv \
-        --set data.unlabeled=.carry/fpb/unlabeled.csv --items 256 --out $OUT/perf_gpu.json
+        --set data.unlabeled=.carry/fpb/unlabeled.csv --items 256 --naive-max-new-tokens 2 \
+        --out $OUT/perf_gpu.json
+
+(--naive-max-new-tokens 2: random weights never emit end-of-turn, so the naive reference would
+generate to its limit; the trained SFT labeler on CPU generated 1 token per answer, 1,280 for
+the 1,280 generations of perf_s7_256_items.json, then stopped. 2 keeps the comparison to what
+a trained labeler does.)
 """
 
 from __future__ import annotations
