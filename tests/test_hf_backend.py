@@ -403,11 +403,17 @@ def test_a_damaged_or_foreign_checkpoint_is_not_trusted(
         assert all(torch.equal(reference[k], weights[k]) for k in reference), case
 
 
-def test_shared_prefix_scoring_matches_scoring_every_prompt_whole(tiny_model_dir):
-    """The prefix KV cache is an optimisation only: same distributions as full prompts."""
+@pytest.mark.parametrize("full_sequence", [False, True])
+def test_shared_prefix_scoring_matches_scoring_every_prompt_whole(
+    tiny_model_dir, monkeypatch, full_sequence
+):
+    """The prefix KV cache is an optimisation only: same distributions as full prompts, for
+    first-token scoring and for whole-reply scoring (which continues from the prompts' cache)."""
     task, exs, msgs = prompts(9)
     msgs = [[{"role": "system", "content": "You are a careful expert. " * 4}, *m] for m in msgs]
     choices = [task.choices(e) for e in exs]
+    if full_sequence:  # multi-token replies of different lengths
+        choices = [["okay", "great review overall", "bad"]] * len(msgs)
     shared = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off"))
     seqs = [shared.tokens(shared.render(m)) for m in msgs]
     with shared._inference() as net:
@@ -416,8 +422,19 @@ def test_shared_prefix_scoring_matches_scoring_every_prompt_whole(tiny_model_dir
     whole = HFBackend(
         ModelConfig(name=str(tiny_model_dir), batch_size=4, autocast="off", share_prefix=False)
     )
-    a = shared.score_choices(msgs, choices, progress=False)
-    b = whole.score_choices(msgs, choices, progress=False)
+    after_prefix = []
+    forward_after_prefix = HFBackend._forward_after_prefix
+    monkeypatch.setattr(
+        HFBackend,
+        "_forward_after_prefix",
+        lambda self, *a, **k: after_prefix.append(1) or forward_after_prefix(self, *a, **k),
+    )
+    a = shared.score_choices(msgs, choices, full_sequence=full_sequence, progress=False)
+    # every batch continued from the prefix: 4 rows are 4 prompts, or 1 prompt x 3 candidates
+    batches = 9 if full_sequence else 3
+    assert len(after_prefix) == batches
+    b = whole.score_choices(msgs, choices, full_sequence=full_sequence, progress=False)
+    assert len(after_prefix) == batches
     for x, y in zip(a, b, strict=True):
         assert x == pytest.approx(y, abs=1e-5)
 

@@ -553,12 +553,13 @@ class HFBackend:
                 bar.update(len(idx))
             for ch, members in by_choices.items():
                 replies = [self._reply_tokens(c) for c in ch]
-                lengths = [len(self.tokens(texts[i])) for i in members]
+                seqs = [self.tokens(texts[i]) for i in members]
+                prefix = self._prefix_cache(net, seqs)
+                shared = prefix[0] if prefix else 0
+                lengths = [len(s) - shared for s in seqs]
                 for batch in self._batches(lengths, rows_per_item=len(ch)):
                     idx = [members[b] for b in batch]
-                    scores = self._score_sequences(
-                        net, [self.tokens(texts[i]) for i in idx], replies
-                    )
+                    scores = self._score_sequences(net, [seqs[b] for b in batch], replies, prefix)
                     for row, i in enumerate(idx):
                         out[i] = scores[row]
                     bar.update(len(idx))
@@ -599,26 +600,28 @@ class HFBackend:
                 input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1
             ).logits[:, -1]
         n, cache = prefix
-        _, logits = self._forward_after_prefix(net, seqs, n, copy.deepcopy(cache), 1)
-        return logits[:, -1]
+        _, out, _ = self._forward_after_prefix(net, seqs, n, copy.deepcopy(cache), 1)
+        return out.logits[:, -1]
 
     def _forward_after_prefix(
         self, net: Any, seqs: Sequence[Sequence[int]], n: int, past: Any, logits_to_keep: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(suffix ids, logits) of ``seqs`` whose first ``n`` tokens are the shared prefix held
-        in the batch-1 KV cache ``past`` (repeated here for every row, in place)."""
+    ) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """(suffix ids, model output, attention mask over prefix + suffix) of ``seqs`` whose
+        first ``n`` tokens are the shared prefix held in the batch-1 KV cache ``past`` (repeated
+        here for every row, in place; the output's cache holds prefix + suffix)."""
         past.batch_repeat_interleave(len(seqs))
         ids, mask, pos = self._left_pad([s[n:] for s in seqs])
         ones = torch.ones((len(seqs), n), dtype=mask.dtype, device=mask.device)
-        logits = net(
+        full_mask = torch.cat([ones, mask], dim=1)
+        out = net(
             input_ids=ids,
-            attention_mask=torch.cat([ones, mask], dim=1),
+            attention_mask=full_mask,
             position_ids=pos + n,
             past_key_values=past,
             use_cache=True,
             logits_to_keep=logits_to_keep,
-        ).logits
-        return ids, logits
+        )
+        return ids, out, full_mask
 
     def _reply_tokens(self, reply: str) -> list[int]:
         """Tokens of an assistant reply plus its end-of-turn marker, exactly as they follow the
@@ -640,18 +643,33 @@ class HFBackend:
         return cached
 
     def _score_sequences(
-        self, net: Any, prompts: list[list[int]], replies: list[list[int]]
+        self,
+        net: Any,
+        prompts: list[list[int]],
+        replies: list[list[int]],
+        prefix: tuple[int, Any] | None = None,
     ) -> list[list[float]]:
         """Softmax over candidates of log P(reply | prompt), summed over the reply's tokens.
 
-        The prompts run once; their KV cache is repeated for every candidate, and all
-        candidates continue from it in a single second pass.
+        The prompts run once (after the shared ``prefix``'s KV cache, when given); their KV
+        cache is repeated for every candidate, and all candidates continue from it in a single
+        second pass.
         """
         n_cand, width = len(replies), max(len(r) for r in replies)
-        ids, mask, pos = self._left_pad(prompts)
-        first = net(
-            input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1
-        )
+        if prefix is None:
+            ids, mask, pos = self._left_pad(prompts)
+            first = net(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        else:
+            n, prefix_cache = prefix
+            _, first, mask = self._forward_after_prefix(
+                net, prompts, n, copy.deepcopy(prefix_cache), 1
+            )
         cache = first.past_key_values
         cache.batch_repeat_interleave(n_cand)
         batch = len(prompts) * n_cand
@@ -1068,7 +1086,8 @@ class HFBackend:
             else:
                 prefix = torch.tensor([seqs[0][:shared]], dtype=torch.long, device=self.device)
                 past = net(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
-                ids, logits = self._forward_after_prefix(net, seqs, shared, past, width + 1)
+                ids, out, _ = self._forward_after_prefix(net, seqs, shared, past, width + 1)
+                logits = out.logits
         labels = ids[:, -width:].clone()
         for row, (_, n) in enumerate(batch):
             labels[row, : width - n] = -100
