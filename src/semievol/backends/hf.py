@@ -682,16 +682,20 @@ class HFBackend:
         prompt_mask = mask.repeat_interleave(n_cand, dim=0)
         start = prompt_mask.sum(-1, keepdim=True)
         positions = start + torch.arange(width, device=self.device)[None, :]
-        second = net(
-            input_ids=cand,
-            attention_mask=torch.cat([prompt_mask, cand_mask], dim=-1),
-            position_ids=positions,
-            past_key_values=cache,
-        )
-        # token j of a reply is predicted by the prompt's last logits (j=0) or reply token j-1
-        logits = torch.cat(
-            [first.logits[:, -1:].repeat_interleave(n_cand, dim=0), second.logits[:, :-1]], dim=1
-        )
+        # token j of a reply is predicted by the prompt's last logits (j=0) or reply token j-1;
+        # the last reply position predicts nothing, so its (float32, vocabulary-wide) logits
+        # are not computed
+        parts = [first.logits[:, -1:].repeat_interleave(n_cand, dim=0)]
+        if width > 1:
+            second = net(
+                input_ids=cand,
+                attention_mask=torch.cat([prompt_mask, cand_mask], dim=-1),
+                position_ids=positions,
+                past_key_values=cache,
+                logits_to_keep=torch.arange(width - 1, device=self.device),
+            )
+            parts.append(second.logits)
+        logits = torch.cat(parts, dim=1)
         logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, cand[..., None])[..., 0]
         totals = (logprobs * cand_mask).sum(-1).view(len(prompts), n_cand)
         return torch.softmax(totals, dim=-1).tolist()
