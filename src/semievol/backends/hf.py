@@ -537,15 +537,15 @@ class HFBackend:
         bar = progress_bar(total=len(texts), desc=desc, unit="q", disable=not progress)
         with self._inference() as net:
             seqs = [self.tokens(texts[i]) for i in first_token]
-            prefix = self._prefix_cache(net, seqs)
-            shared = prefix[0] if prefix else 0
-            for batch in self._batches([len(s) - shared for s in seqs]):
+            prefix, batches = self._prefix_and_batches(net, seqs)
+            for batch in batches:
                 idx = [first_token[b] for b in batch]
                 # The distribution is renormalised over the candidates, so only their logits
                 # are needed: the head computes those rows instead of the whole vocabulary.
                 rows = sorted({t for i in idx for t in first_ids[tuple(choices[i])]})
                 with self._head_rows(rows) as restricted:
-                    logits = self._last_logits(net, [seqs[b] for b in batch], prefix).float()
+                    prompt_pass, _ = self._prompt_pass(net, [seqs[b] for b in batch], prefix)
+                logits = prompt_pass.logits[:, -1].float()
                 column = {t: (j if restricted else t) for j, t in enumerate(rows)}
                 for row, i in enumerate(idx):
                     cand = [column[t] for t in first_ids[tuple(choices[i])]]
@@ -554,10 +554,8 @@ class HFBackend:
             for ch, members in by_choices.items():
                 replies = [self._reply_tokens(c) for c in ch]
                 seqs = [self.tokens(texts[i]) for i in members]
-                prefix = self._prefix_cache(net, seqs)
-                shared = prefix[0] if prefix else 0
-                lengths = [len(s) - shared for s in seqs]
-                for batch in self._batches(lengths, rows_per_item=len(ch)):
+                prefix, batches = self._prefix_and_batches(net, seqs, rows_per_item=len(ch))
+                for batch in batches:
                     idx = [members[b] for b in batch]
                     scores = self._score_sequences(net, [seqs[b] for b in batch], replies, prefix)
                     for row, i in enumerate(idx):
@@ -590,18 +588,33 @@ class HFBackend:
         out = net(input_ids=ids, use_cache=True, logits_to_keep=1)
         return n, out.past_key_values
 
-    def _last_logits(
+    def _prefix_and_batches(
+        self, net: Any, seqs: Sequence[Sequence[int]], rows_per_item: int = 1
+    ) -> tuple[tuple[int, Any] | None, list[list[int]]]:
+        """The shared prefix's (length, KV cache) or None, and batches of ``seqs`` sized by
+        what each still computes after it."""
+        prefix = self._prefix_cache(net, seqs)
+        shared = prefix[0] if prefix else 0
+        return prefix, self._batches([len(s) - shared for s in seqs], rows_per_item)
+
+    def _prompt_pass(
         self, net: Any, seqs: Sequence[Sequence[int]], prefix: tuple[int, Any] | None
-    ) -> torch.Tensor:
-        """Next-token logits after each sequence, reusing the shared prefix's KV cache."""
+    ) -> tuple[Any, torch.Tensor]:
+        """(model output with its KV cache and the last position's logits, attention mask) of
+        one pass over ``seqs``, continuing from the shared prefix's KV cache when given."""
         if prefix is None:
             ids, mask, pos = self._left_pad(seqs)
-            return net(
-                input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1
-            ).logits[:, -1]
+            out = net(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            return out, mask
         n, cache = prefix
-        _, out, _ = self._forward_after_prefix(net, seqs, n, copy.deepcopy(cache), 1)
-        return out.logits[:, -1]
+        _, out, mask = self._forward_after_prefix(net, seqs, n, copy.deepcopy(cache), 1)
+        return out, mask
 
     def _forward_after_prefix(
         self, net: Any, seqs: Sequence[Sequence[int]], n: int, past: Any, logits_to_keep: int
@@ -656,20 +669,7 @@ class HFBackend:
         second pass.
         """
         n_cand, width = len(replies), max(len(r) for r in replies)
-        if prefix is None:
-            ids, mask, pos = self._left_pad(prompts)
-            first = net(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=pos,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        else:
-            n, prefix_cache = prefix
-            _, first, mask = self._forward_after_prefix(
-                net, prompts, n, copy.deepcopy(prefix_cache), 1
-            )
+        first, mask = self._prompt_pass(net, prompts, prefix)
         cache = first.past_key_values
         cache.batch_repeat_interleave(n_cand)
         batch = len(prompts) * n_cand
