@@ -134,6 +134,7 @@ def naive_reference(
     model_cfg: Any, adapter: str | None, task: Any, items: list[Any], n: int, max_new: int
 ) -> dict[str, Any]:
     """n sampled generation passes, a fresh engine each, then a justification generation."""
+    from semievol.backends import Sampling
     from semievol.stages.justify import justification_messages
 
     prompts = [task.messages(ex) for ex in items]
@@ -145,7 +146,10 @@ def naive_reference(
     for p in range(n):
         backend = load_backend(model_cfg, adapter)  # the reference re-creates its engine
         gens = backend.generate(
-            prompts, n=1, temperature=1.0, max_new_tokens=max_new, seed=p + 1, desc=f"pass {p + 1}"
+            prompts,
+            samplings=[Sampling(temperature=1.0, seed=p + 1)],
+            max_new_tokens=max_new,
+            desc=f"pass {p + 1}",
         )
         prompt_tokens += sum(len(backend.tokens(backend.render(m))) for m in prompts)
         for ex, (g,) in zip(items, gens, strict=True):
@@ -158,9 +162,7 @@ def naive_reference(
         justification_messages(task, ex, [t[:400] or "(empty)" for t in texts[ex.id]])
         for ex in items
     ]
-    gens = backend.generate(
-        justify_prompts, n=1, temperature=0.0, max_new_tokens=max_new, desc="justification"
-    )
+    gens = backend.generate(justify_prompts, max_new_tokens=max_new, desc="justification")
     prompt_tokens += sum(len(backend.tokens(backend.render(m))) for m in justify_prompts)
     finals: dict[str, str | None] = {}
     for ex, (g,) in zip(items, gens, strict=True):

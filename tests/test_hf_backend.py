@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from semievol.backends import ModelConfig, TrainExample
-from semievol.backends.hf import HFBackend
+from semievol.backends import ModelConfig, Sampling, TrainExample
+from semievol.backends.hf import HFBackend, pick_tokens
 from semievol.cli import main
 from semievol.errors import ModelLoadError
 from semievol.tasks import TaskConfig, build_task
@@ -86,14 +86,112 @@ def test_generation_returns_token_logprobs_and_is_seeded(backend):
     _, _, msgs = prompts(3)
     greedy = backend.generate(msgs, max_new_tokens=6, progress=False)
     assert greedy == backend.generate(msgs, max_new_tokens=6, progress=False)
-    sampled = backend.generate(msgs, n=3, temperature=1.0, max_new_tokens=6, seed=1, progress=False)
+    three = [Sampling(temperature=1.0, seed=s) for s in (1, 2, 3)]
+    sampled = backend.generate(msgs, samplings=three, max_new_tokens=6, progress=False)
     assert [len(g) for g in sampled] == [3, 3, 3]
     for gens in sampled:
         for g in gens:
             assert 1 <= len(g.token_logprobs) <= 6
             assert all(lp <= 0 for lp in g.token_logprobs)
-    again = backend.generate(msgs, n=3, temperature=1.0, max_new_tokens=6, seed=1, progress=False)
+    assert len({tuple(g.token_ids) for gens in sampled for g in gens}) > 3  # seeds differ
+    again = backend.generate(msgs, samplings=three, max_new_tokens=6, progress=False)
     assert [[g.text for g in gs] for gs in sampled] == [[g.text for g in gs] for gs in again]
+
+
+def hf_greedy(backend, messages, max_new_tokens):
+    """Reference: transformers' own generate, one prompt at a time (no padding, no sharing)."""
+    ids = torch.tensor([backend.tokens(backend.render(messages))])
+    with torch.no_grad():
+        out = backend.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=backend.pad_id,
+        )
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_greedy_decoding_matches_transformers_generate(backend):
+    # prompts of different lengths in one batch: left padding, the shared prefix's cache and
+    # the decode positions must all line up for the tokens to match
+    _, _, msgs = prompts(5)
+    gens = backend.generate(msgs, max_new_tokens=8, progress=False)
+    for m, (g,) in zip(msgs, gens, strict=True):
+        assert g.token_ids == hf_greedy(backend, m, 8)[: len(g.token_ids)]
+        assert len(g.token_ids) == 8  # random weights: no end-of-turn within 8 tokens
+
+
+def test_samplings_share_one_pass_yet_match_separate_calls(backend, monkeypatch):
+    _, _, msgs = prompts(5)
+    samplings = [Sampling(), Sampling(1.0, seed=4), Sampling(0.7, top_p=0.9, seed=5)]
+    passes = []
+    original = backend._prompt_pass
+    monkeypatch.setattr(
+        backend,
+        "_prompt_pass",
+        lambda net, seqs, prefix: passes.append(len(seqs)) or original(net, seqs, prefix),
+    )
+    together = backend.generate(msgs, samplings=samplings, max_new_tokens=6, progress=False)
+    assert sum(passes) == len(msgs)  # each prompt read once for all three samplings
+    for j, s in enumerate(samplings):
+        alone = backend.generate(msgs, samplings=[s], max_new_tokens=6, progress=False)
+        assert [r[j].token_ids for r in together] == [r[0].token_ids for r in alone]
+    # a sampled reply depends on its prompt and seed, not on the rest of the batch
+    single = [
+        backend.generate([m], samplings=samplings, max_new_tokens=6, progress=False)[0]
+        for m in msgs
+    ]
+    assert [[g.token_ids for g in r] for r in single] == [
+        [g.token_ids for g in r] for r in together
+    ]
+
+
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(backend, monkeypatch):
+    _, _, msgs = prompts(7)
+    free = backend.generate(msgs, max_new_tokens=8, progress=False)
+    # make a token that some replies produce early an end-of-turn marker
+    stop = free[0][0].token_ids[2]
+    monkeypatch.setattr(backend, "_stop_tokens", lambda: {stop, backend.pad_id})
+    from transformers.cache_utils import DynamicCache
+
+    selected = []
+    select = DynamicCache.batch_select_indices
+    monkeypatch.setattr(
+        DynamicCache,
+        "batch_select_indices",
+        lambda cache, idx: selected.append(len(idx)) or select(cache, idx),
+    )
+    batched = backend.generate(msgs, max_new_tokens=8, progress=False)
+    assert len({len(g.token_ids) for (g,) in batched}) > 1  # rows finished at different steps
+    assert selected  # and left the batch
+    for m, (g,), (f,) in zip(msgs, batched, free, strict=True):
+        want = f.token_ids[: f.token_ids.index(stop)] if stop in f.token_ids else f.token_ids
+        assert g.token_ids == want
+        alone = backend.generate([m], max_new_tokens=8, progress=False)[0][0]
+        assert alone.token_ids == g.token_ids
+        assert g.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-4)
+
+
+def test_top_p_draws_only_from_the_nucleus():
+    logits = torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1]] * 2))
+    nucleus = Sampling(1.0, top_p=0.5)  # 0.4 < 0.5, so the second token is in; 0.7 >= 0.5
+    drawn = set()
+    for seed in range(200):
+        g = torch.Generator().manual_seed(seed)
+        picked = pick_tokens(logits, [Sampling(), nucleus], [None, g])
+        assert picked[0].item() == 0  # the greedy row
+        drawn.add(picked[1].item())
+    assert drawn == {0, 1}
+    tiny = Sampling(5.0, top_p=1e-6)  # only the most likely token, however hot
+    assert pick_tokens(logits[:1], [tiny], [torch.Generator().manual_seed(0)]).tolist() == [0]
+
+
+def test_samplings_are_checked():
+    with pytest.raises(ValueError, match="temperature"):
+        Sampling(temperature=-1)
+    with pytest.raises(ValueError, match="top_p"):
+        Sampling(top_p=0)
 
 
 def test_embeddings_are_normalised_and_batch_independent(backend):
@@ -237,9 +335,8 @@ def test_missing_gguf_and_non_adapter_dirs(tmp_path, backend):
 def test_generated_token_logprobs_are_the_models_own(backend):
     _, _, msgs = prompts(2)
     for temperature in (0.0, 1.5):
-        gens = backend.generate(
-            msgs, n=2, temperature=temperature, max_new_tokens=4, seed=0, progress=False
-        )
+        two = [Sampling(temperature, seed=0), Sampling(temperature, seed=1)]
+        gens = backend.generate(msgs, samplings=two, max_new_tokens=4, progress=False)
         for m, gs in zip(msgs, gens, strict=True):
             for g in gs:
                 assert len(g.token_ids) == len(g.token_logprobs) >= 1

@@ -108,6 +108,51 @@ def test_sampled_votes_follow_the_tempered_distribution():
     assert sharp == 500
 
 
+def test_free_form_members_sharing_a_prompt_generate_together_and_resume(tmp_path):
+    from semievol.stages.committee import collect_votes
+
+    task = build_task(TaskConfig(type="free_form"))
+    items = [Example(f"u{i}", f"What is {i}?", None) for i in range(5)]
+    labeled = [Example("l0", "What is 9?", None, "nine")]
+    members = [
+        Member(),
+        Member(temperature=1.0, seed=1),
+        Member(demos="knn"),
+        Member(temperature=1.0, seed=2),
+    ]
+    backend = DummyBackend(ModelConfig(backend="dummy"))
+
+    def collect():
+        return collect_votes(
+            backend,
+            task,
+            items,
+            members,
+            demos_for=lambda m, ex: labeled if m.demos == "knn" else [],
+            adapter_for=lambda m: None,
+            stage_dir=tmp_path,
+            chunk_size=2,
+            max_new_tokens=8,
+        )
+
+    logs = collect()
+    # members 0, 1 and 3 see the same prompts: one call for them, one for the knn member
+    assert backend.calls["generate"] == 2 * len(items)
+    for m, log in zip(members, logs, strict=True):
+        demos = labeled if m.demos == "knn" else []
+        prompts = [task.messages(ex, demos, inline_demos=True) for ex in items]
+        alone = DummyBackend(ModelConfig(backend="dummy")).generate(prompts, samplings=[m.sampling])
+        assert [log.records[ex.id]["output"] for ex in items] == [g.text for (g,) in alone]
+    assert len({log.records["u0"]["mean_nll"] for log in logs}) > 1  # members really differ
+    # a crash lost member 3's last items: only those items are generated again
+    path = tmp_path / "member3.jsonl"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:3]))
+    before = {i: dict(log.records) for i, log in enumerate(logs)}
+    logs = collect()
+    assert backend.calls["generate"] == 2 * len(items) + 2
+    assert {i: log.records for i, log in enumerate(logs)} == before
+
+
 # --- self-justification ------------------------------------------------------------------------
 
 TASKS = {

@@ -6,6 +6,7 @@ twice each, in one process (ran at commit 1c6fa1c):
 
 import time
 
+from semievol.backends import Sampling
 from semievol.backends.hf import HFBackend
 from semievol.config import load_config
 from semievol.data import load_split
@@ -19,12 +20,12 @@ items = load_split(cfg.data, "unlabeled", task)[:64]
 b = HFBackend(cfg.model)
 b.load_adapter(A)
 P = [task.messages(e) for e in items]
-b.generate(P[:8], n=1, temperature=1.0, max_new_tokens=1024, seed=1, progress=False)
+b.generate(P[:8], samplings=[Sampling(1.0, seed=1)], max_new_tokens=1024, progress=False)
 for _rep in range(2):
     for bs in (5, 16):
         b.config.batch_size = bs
         t0 = time.perf_counter()
-        g = b.generate(P, n=1, temperature=1.0, max_new_tokens=1024, seed=1, progress=False)
+        g = b.generate(P, samplings=[Sampling(1.0, seed=1)], max_new_tokens=1024, progress=False)
         dt = time.perf_counter() - t0
         tokens = sum(len(x[0].token_ids) for x in g)
         print(f"rows {bs}: {dt:.2f} s for 64 prompts, {tokens} tokens", flush=True)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import torch
 
+from semievol.backends import Sampling
 from semievol.backends.hf import HFBackend
 from semievol.config import load_config
 from semievol.data import load_split
@@ -39,12 +40,12 @@ for bs in (8, 16):
 b.config.batch_size = 16
 timed(
     "generate 1 tok bs16",
-    lambda: b.generate(P, n=1, temperature=1.0, max_new_tokens=1, seed=1, progress=False),
+    lambda: b.generate(P, samplings=[Sampling(1.0, seed=1)], max_new_tokens=1, progress=False),
     len(items),
 )
 timed(
     "generate 4 tok bs16",
-    lambda: b.generate(P, n=1, temperature=1.0, max_new_tokens=4, seed=1, progress=False),
+    lambda: b.generate(P, samplings=[Sampling(1.0, seed=1)], max_new_tokens=4, progress=False),
     len(items),
 )
 # pre-cast body linear weights to bf16

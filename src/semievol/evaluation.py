@@ -143,13 +143,8 @@ def _predict_items(
             )
     else:
         gens = backend.generate(
-            prompts,
-            n=1,
-            temperature=0.0,
-            max_new_tokens=max_new_tokens,
-            desc=desc,
-            progress=progress,
-        )  # type: ignore[call-arg]
+            prompts, max_new_tokens=max_new_tokens, desc=desc, progress=progress
+        )
         for ex, (gen,) in zip(examples, gens, strict=True):
             records.append(
                 {

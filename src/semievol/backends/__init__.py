@@ -74,6 +74,37 @@ class ModelConfig:
             raise ValueError("attention must be 'auto' or an attention implementation name")
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How one reply is drawn."""
+
+    temperature: float = 0.0
+    """0: greedy (the most likely token at every step); above 0: sampled at this temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling: draw from the smallest set of tokens holding this much probability."""
+    seed: int = 0
+    """Fixes the draws of a sampled reply. A prompt gets the same reply for the same sampling
+    whatever else is in its batch, so an interrupted run resumes with the same replies."""
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @property
+    def key(self) -> tuple[float, ...]:
+        """Equal for samplings that give the same reply (every greedy one is the same)."""
+        return (0.0,) if self.greedy else (self.temperature, self.top_p, float(self.seed))
+
+
+GREEDY = (Sampling(),)
+
+
 @dataclass
 class Generation:
     """One sampled reply with the log-probability of each generated token."""
@@ -135,13 +166,14 @@ class Backend(Protocol):
         self,
         prompts: Sequence[Sequence[dict[str, str]]],
         *,
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
+        samplings: Sequence[Sampling] = GREEDY,
         max_new_tokens: int = 64,
-        seed: int = 0,
+        progress: bool = True,
+        desc: str = "generating",
     ) -> list[list[Generation]]:
-        """``n`` replies per prompt with per-token log-probabilities; temperature 0 is greedy."""
+        """One reply per prompt and sampling, with per-token log-probabilities:
+        ``result[i][j]`` answers ``prompts[i]`` under ``samplings[j]``. Asking for several
+        samplings at once lets a backend read each prompt once for all of them."""
         ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

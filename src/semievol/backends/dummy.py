@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from semievol.backends import Generation, ModelConfig, TrainExample, TrainResult
+from semievol.backends import (
+    GREEDY,
+    Generation,
+    ModelConfig,
+    Sampling,
+    TrainExample,
+    TrainResult,
+)
 from semievol.errors import ModelLoadError
 from semievol.io import atomic_directory, atomic_write_json, atomic_write_yaml
 
@@ -76,21 +83,20 @@ class DummyBackend:
         self,
         prompts: Sequence[Sequence[dict[str, str]]],
         *,
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
+        samplings: Sequence[Sampling] = GREEDY,
         max_new_tokens: int = 64,
-        seed: int = 0,
         **_: Any,
     ) -> list[list[Generation]]:
+        if not samplings:
+            raise ValueError("generate needs at least one sampling")
         self.calls["generate"] += len(prompts)
         memory = self._memory()
         out = []
         for messages in prompts:
             key = _key(messages)
             gens = []
-            for j in range(n):
-                salt = f"{seed}:{j}" if temperature > 0 else "greedy"
+            for s in samplings:
+                salt = "greedy" if s.greedy else f"{s.seed}:{s.temperature:g}:{s.top_p:g}"
                 text = memory.get(key) or f"answer {_hash(self.render(messages), salt) % 10}"
                 gens.append(Generation(text, [-((_hash(key, salt, "lp") % 100) / 100.0)]))
             out.append(gens)

@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from semievol.backends import Generation, ModelConfig, TrainExample, TrainResult
+from semievol.backends import (
+    GREEDY,
+    Generation,
+    ModelConfig,
+    Sampling,
+    TrainExample,
+    TrainResult,
+)
 from semievol.backends.checkpoint import TrainingCheckpoint, training_fingerprint
 from semievol.backends.cpu_attention import register_cpu_attention
 from semievol.backends.lora_dropout import use_bits_dropout
@@ -239,6 +246,43 @@ def probe_token_budget(backend: HFBackend) -> tuple[int, dict[int, float]]:
     best = max(rates.values(), default=0.0)
     best_rows = min((r for r, v in rates.items() if v >= 0.9 * best), default=1)
     return best_rows * PROBE_LENGTH, rates
+
+
+def sampling_seed(seed: int, prompt: Sequence[int]) -> int:
+    """Seed of one sampled reply: from the sampling's seed and the prompt's tokens, so the
+    reply does not depend on which other prompts share its batch."""
+    digest = hashlib.blake2b(
+        np.asarray(prompt, dtype=np.int64).tobytes(), digest_size=8, key=str(seed).encode()
+    ).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def pick_tokens(
+    logits: torch.Tensor,
+    samplings: Sequence[Sampling],
+    streams: Sequence[torch.Generator | None],
+) -> torch.Tensor:
+    """Next token of each row: the most likely one (greedy rows), else one drawn from the row's
+    stream at its temperature, among the top-p nucleus."""
+    picked = logits.argmax(dim=-1)
+    sampled = [j for j, s in enumerate(samplings) if not s.greedy]
+    if not sampled:
+        return picked
+    rows = torch.tensor(sampled, device=logits.device)
+    temperature = torch.tensor([samplings[j].temperature for j in sampled], device=logits.device)[
+        :, None
+    ]
+    probs = torch.softmax(logits[rows] / temperature, dim=-1)
+    top_p = [samplings[j].top_p for j in sampled]
+    if min(top_p) < 1:
+        ranked, order = probs.sort(dim=-1, descending=True)
+        limit = torch.tensor(top_p, device=logits.device)[:, None]
+        # a token stays while the probability ranked above it is below top_p (the first always)
+        ranked = ranked.masked_fill(ranked.cumsum(-1) - ranked >= limit, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, ranked)
+    for k, j in enumerate(sampled):
+        picked[j] = torch.multinomial(probs[k], 1, generator=streams[j])[0]
+    return picked
 
 
 class HFBackend:
@@ -706,63 +750,114 @@ class HFBackend:
         self,
         prompts: Sequence[Sequence[dict[str, str]]],
         *,
-        n: int = 1,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
+        samplings: Sequence[Sampling] = GREEDY,
         max_new_tokens: int = 64,
-        seed: int = 0,
         progress: bool = True,
         desc: str = "generating",
     ) -> list[list[Generation]]:
-        texts = [self.render(p) for p in prompts]
-        out: list[list[Generation]] = [[] for _ in texts]
-        sample = temperature > 0
-        eos = {self.tokenizer.eos_token_id, self.pad_id}
-        eos.discard(None)
-        bar = progress_bar(total=len(texts), desc=desc, unit="q", disable=not progress)
-        lengths = [len(self.tokens(t)) for t in texts]
-        rows = max(1, n) if sample else 1
+        if not samplings:
+            raise ValueError("generate needs at least one sampling")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        # samplings that give the same reply (all greedy ones) are decoded once
+        distinct = list({s.key: s for s in samplings}.values())
+        column = {s.key: j for j, s in enumerate(distinct)}
+        seqs = [self.tokens(self.render(p)) for p in prompts]
+        out: list[list[Generation]] = [[] for _ in seqs]
+        bar = progress_bar(total=len(seqs), desc=desc, unit="q", disable=not progress)
         with self._inference() as net:
-            for b, batch in enumerate(self._batches(lengths, rows_per_item=rows)):
-                ids, mask, _ = self._left_pad([self.tokens(texts[i]) for i in batch])
-                torch.manual_seed(seed * 1_000_003 + b)  # same seed, same samples
-                kwargs: dict[str, Any] = {
-                    "do_sample": sample,
-                    "num_return_sequences": n if sample else 1,
-                }
-                if sample:
-                    kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-                else:
-                    kwargs.update(temperature=None, top_p=None, top_k=None)
-                res = net.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    max_new_tokens=max_new_tokens,
-                    output_logits=True,
-                    return_dict_in_generate=True,
-                    pad_token_id=self.pad_id,
-                    **kwargs,
+            prefix, batches = self._prefix_and_batches(net, seqs, rows_per_item=len(distinct))
+            for batch in batches:
+                replies = self._decode(
+                    net, [seqs[i] for i in batch], distinct, prefix, max_new_tokens
                 )
-                new = res.sequences[:, ids.shape[1] :]
-                # Log-probabilities under the model's own distribution (raw logits, before
-                # temperature / top-p), so confidence does not depend on sampling settings.
-                raw = torch.stack(res.logits, dim=1).float()
-                scores = torch.log_softmax(raw, dim=-1).gather(-1, new[..., None])[..., 0]
-                copies = n if sample else 1
-                for row in range(new.shape[0]):
-                    item = batch[row // copies]
-                    toks, lps = [], []
-                    for tok, lp in zip(new[row].tolist(), scores[row].tolist(), strict=True):
-                        if tok in eos:
-                            break
-                        toks.append(tok)
-                        lps.append(float(lp))
-                    text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
-                    gens = [Generation(text, lps, toks)] * (1 if sample else n)
-                    out[item].extend(gens)
+                for i, item_replies in zip(batch, replies, strict=True):
+                    out[i] = [item_replies[column[s.key]] for s in samplings]
                 bar.update(len(batch))
         bar.close()
         return out
+
+    def _stop_tokens(self) -> set[int]:
+        """End-of-turn ids: the generation config's (one or a list), the tokenizer's, padding."""
+        ids = getattr(self.model.generation_config, "eos_token_id", None)
+        stop = set(ids if isinstance(ids, list) else [ids])
+        stop |= {self.tokenizer.eos_token_id, self.pad_id}
+        stop.discard(None)
+        return stop  # type: ignore[return-value]
+
+    def _decode(
+        self,
+        net: Any,
+        seqs: Sequence[Sequence[int]],
+        samplings: Sequence[Sampling],
+        prefix: tuple[int, Any] | None,
+        max_new_tokens: int,
+    ) -> list[list[Generation]]:
+        """Replies to ``seqs`` under every sampling: one pass over the prompts (after the shared
+        prefix), whose KV cache is then repeated for every sampling; all rows (prompt ×
+        sampling) decode together, each with its own temperature and random stream, and rows
+        that finished leave the batch."""
+        per_item = len(samplings)
+        first, mask = self._prompt_pass(net, seqs, prefix)
+        cache = first.past_key_values
+        logits = first.logits[:, -1].float()
+        if per_item > 1:
+            cache.batch_repeat_interleave(per_item)
+            mask = mask.repeat_interleave(per_item, dim=0)
+            logits = logits.repeat_interleave(per_item, dim=0)
+        rows = len(seqs) * per_item
+        row_sampling = [samplings[r % per_item] for r in range(rows)]
+        streams = [
+            None
+            if s.greedy
+            else torch.Generator(device=self.device).manual_seed(
+                sampling_seed(s.seed, seqs[r // per_item])
+            )
+            for r, s in enumerate(row_sampling)
+        ]
+        stop = self._stop_tokens()
+        tokens: list[list[int]] = [[] for _ in range(rows)]
+        logprobs: list[list[float]] = [[] for _ in range(rows)]
+        live = list(range(rows))  # the reply each batch row is writing
+        position = mask.sum(-1)  # next position of each row (padding does not count)
+        for step in range(max_new_tokens):
+            picked = pick_tokens(
+                logits, [row_sampling[r] for r in live], [streams[r] for r in live]
+            )
+            # confidence is read from the model's own distribution, not the sampling one
+            chosen = torch.log_softmax(logits, dim=-1).gather(-1, picked[:, None])[:, 0]
+            going = []
+            for j, (r, tok, lp) in enumerate(
+                zip(live, picked.tolist(), chosen.tolist(), strict=True)
+            ):
+                if tok not in stop:
+                    tokens[r].append(tok)
+                    logprobs[r].append(lp)
+                    going.append(j)
+            if not going or step == max_new_tokens - 1:
+                break
+            # Finished rows leave once they are a quarter of the batch: selecting rows copies
+            # the whole cache, so it is not done for every single row.
+            if len(live) - len(going) >= max(1, len(live) // 4):
+                keep = torch.tensor(going, device=self.device)
+                cache.batch_select_indices(keep)
+                mask, position, picked = mask[keep], position[keep], picked[keep]
+                live = [live[j] for j in going]
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+            step_out = net(
+                input_ids=picked[:, None],
+                attention_mask=mask,
+                position_ids=position[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            position = position + 1
+            logits = step_out.logits[:, -1].float()
+        replies = [
+            Generation(self.tokenizer.decode(toks, skip_special_tokens=True).strip(), lps, toks)
+            for toks, lps in zip(tokens, logprobs, strict=True)
+        ]
+        return [replies[i * per_item : (i + 1) * per_item] for i in range(len(seqs))]
 
     # --- embeddings ----------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from semievol.backends import Sampling
 from semievol.data import Example
 from semievol.evaluation import closed_set_answer, generated_answer, score_closed_set
 from semievol.progress import progress_bar
@@ -81,6 +82,10 @@ class Member:
             f"adapter={self.adapter} demos={self.demos} "
             f"temperature={self.temperature:g} seed={self.seed}"
         )
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(temperature=self.temperature, seed=self.seed)
 
     @property
     def forward_pass(self) -> tuple[str, str]:
@@ -186,7 +191,10 @@ def collect_votes(
 ) -> list[ItemLog]:
     """Every member's vote on every item, appended to ``member<i>.jsonl`` as chunks finish.
 
-    Items already in a member's log (from an interrupted run) are not recomputed.
+    Members that see the same prompt through the same model share its forward pass: closed-set
+    members reuse the first one's distributions; free-form members are generated together, one
+    pass over each prompt for all their samplings. Items already in a member's log (from an
+    interrupted run) are not recomputed.
     """
     closed = is_closed_set(task, items)
     logs = [ItemLog(stage_dir / f"member{i}.jsonl") for i in range(len(members))]
@@ -199,12 +207,19 @@ def collect_votes(
             (j for j in range(i) if closed and members[j].forward_pass == member.forward_pass),
             None,
         )
-        pending = [ex for ex in items if ex.id not in logs[i]]
+        # Free-form members from this one on that share its forward pass generate with it.
+        group = [i] + [
+            j
+            for j in range(i + 1, len(members))
+            if not closed and members[j].forward_pass == member.forward_pass
+        ]
+        pending = [ex for ex in items if any(ex.id not in logs[g] for g in group)]
         bar.set_postfix_str(f"member {i + 1}/{len(members)}: {member.spec()}")
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start : start + chunk_size]
             if source is None:
-                logs[i].computing(ex.id for ex in chunk)
+                for g in group:
+                    logs[g].computing(ex.id for ex in chunk if ex.id not in logs[g])
                 backend.use_adapter(adapter_for(member))
                 prompts = [
                     task.messages(ex, demos_for(member, ex), inline_demos=inline_demos)
@@ -220,21 +235,23 @@ def collect_votes(
                 records = [
                     _closed_vote(task, ex, d, member) for ex, d in zip(chunk, dists, strict=True)
                 ]
-            else:
-                gens = backend.generate(
-                    prompts,
-                    n=1,
-                    temperature=member.temperature,
-                    max_new_tokens=max_new_tokens,
-                    seed=member.seed,
-                    progress=False,
-                )  # type: ignore[call-arg]
+                logs[i].append(records)
+                bar.update(len(records))
+                continue
+            gens = backend.generate(
+                prompts,
+                samplings=[members[g].sampling for g in group],
+                max_new_tokens=max_new_tokens,
+                progress=False,
+            )
+            for k, g in enumerate(group):
                 records = []
-                for ex, (g,) in zip(chunk, gens, strict=True):
-                    answer = generated_answer(task, ex, g)
-                    records.append({"id": ex.id, "vote": answer.pop("answer"), **answer})
-            logs[i].append(records)
-            bar.update(len(chunk))
+                for ex, replies in zip(chunk, gens, strict=True):
+                    if ex.id not in logs[g]:
+                        answer = generated_answer(task, ex, replies[k])
+                        records.append({"id": ex.id, "vote": answer.pop("answer"), **answer})
+                logs[g].append(records)
+                bar.update(len(records))
     bar.close()
     return logs
 

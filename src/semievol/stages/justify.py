@@ -106,9 +106,7 @@ def resolve_committee(
                     answer, distribution = closed_set_answer(task, ex, dist)
                     records.append({"id": ex.id, "answer": answer, "distribution": distribution})
             else:
-                gens = backend.generate(
-                    prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, progress=False
-                )  # type: ignore[call-arg]
+                gens = backend.generate(prompts, max_new_tokens=max_new_tokens, progress=False)
                 records = [
                     {"id": ex.id, **generated_answer(task, ex, g)}
                     for ex, (g,) in zip(chunk, gens, strict=True)
