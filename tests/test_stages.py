@@ -153,6 +153,50 @@ def test_free_form_members_sharing_a_prompt_generate_together_and_resume(tmp_pat
     assert {i: log.records for i, log in enumerate(logs)} == before
 
 
+def test_committee_and_justification_chunks_hold_prompts_of_similar_length(tmp_path):
+    from semievol.stages.committee import collect_votes
+
+    task = build_task(TaskConfig(type="multiple_choice"))
+    lengths = [7, 1, 12, 3, 9, 2, 5, 11]
+    items = [Example(f"u{i}", "word " * n, ["x", "y", "z"]) for i, n in enumerate(lengths)]
+    backend = DummyBackend(ModelConfig(backend="dummy"))
+    seen: list[list[int]] = []
+    score = backend.score_choices
+
+    def spy(prompts, choices, **kw):
+        seen.append([p[-1]["content"].count("word") for p in prompts])
+        return score(prompts, choices, **kw)
+
+    backend.score_choices = spy  # type: ignore[method-assign]
+    members = [Member(), Member(temperature=5.0, seed=1)]
+    logs = collect_votes(
+        backend,
+        task,
+        items,
+        members,
+        demos_for=lambda m, ex: [],
+        adapter_for=lambda m: None,
+        stage_dir=tmp_path / "committee",
+        chunk_size=3,
+        max_new_tokens=8,
+    )
+    assert seen[:3] == [[1, 2, 3], [5, 7, 9], [11, 12]]  # shortest first, chunk by chunk
+    seen.clear()
+    resolve_committee(
+        backend,
+        task,
+        items,
+        [log.records for log in logs],
+        justify=True,
+        labeler=None,
+        stage_dir=tmp_path / "justify",
+        chunk_size=2,
+        max_new_tokens=8,
+    )
+    flat = [n for call in seen for n in call]
+    assert flat and flat == sorted(flat)
+
+
 # --- self-justification ------------------------------------------------------------------------
 
 TASKS = {

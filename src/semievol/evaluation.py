@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,18 @@ def generated_answer(task: Task, ex: Example, gen: Generation) -> dict[str, Any]
     }
 
 
+def shortest_first(
+    backend: Backend,
+    examples: Sequence[Example],
+    prompt_of: Callable[[Example], Sequence[dict[str, str]]],
+) -> list[Example]:
+    """Examples by the length of their prompt in the model's tokens, shortest first. A stage
+    that works in chunks takes them in this order, so each chunk holds prompts of similar
+    length and the backend's batches carry little padding (fpb committee, 64-item chunks:
+    9.4 % of the tokens computed were padding in file order, 0.8 % sorted; BENCHMARKS.md)."""
+    return sorted(examples, key=lambda ex: backend.prompt_tokens(prompt_of(ex)))
+
+
 def score_closed_set(
     backend: Backend,
     task: Task,
@@ -99,9 +111,7 @@ def predict(
     closed = is_closed_set(task, examples)
     if log is None:
         return _predict_items(backend, task, examples, closed, max_new_tokens, desc, progress=True)
-    pending = [ex for ex in examples if ex.id not in log]
-    # Chunks of similar length keep the backend's length bucketing effective.
-    pending.sort(key=lambda ex: len(ex.question) + sum(len(o) for o in ex.options or []))
+    pending = shortest_first(backend, [ex for ex in examples if ex.id not in log], task.messages)
     bar = progress_bar(
         total=len(examples), initial=len(examples) - len(pending), desc=desc, unit="q"
     )

@@ -151,6 +151,10 @@ class Backend(Protocol):
         """The exact prompt text (chat template with the generation prompt) the model sees."""
         ...
 
+    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        """Length of the rendered prompt in the model's tokens (to order work by length)."""
+        ...
+
     def score_choices(
         self,
         prompts: Sequence[Sequence[dict[str, str]]],

@@ -52,6 +52,9 @@ class DummyBackend:
     def render(self, messages: Sequence[dict[str, str]]) -> str:
         return "\n".join(f"<{m['role']}>{m['content']}" for m in messages) + "\n<assistant>"
 
+    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        return len(self.render(messages).split())
+
     def _memory(self) -> dict[str, str]:
         return self.adapters[self.active] if self.active is not None else {}
 

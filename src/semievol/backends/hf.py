@@ -479,6 +479,9 @@ class HFBackend:
                 self._token_cache[text] = ids
         return ids
 
+    def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        return len(self.tokens(self.render(messages)))
+
     def _left_pad(
         self, seqs: Sequence[Sequence[int]]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

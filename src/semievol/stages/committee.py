@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from semievol.backends import Sampling
 from semievol.data import Example
-from semievol.evaluation import closed_set_answer, generated_answer, score_closed_set
+from semievol.evaluation import (
+    closed_set_answer,
+    generated_answer,
+    score_closed_set,
+    shortest_first,
+)
 from semievol.progress import progress_bar
 from semievol.rundir import ItemLog
 from semievol.tasks import Task, is_closed_set
@@ -214,6 +219,12 @@ def collect_votes(
             if not closed and members[j].forward_pass == member.forward_pass
         ]
         pending = [ex for ex in items if any(ex.id not in logs[g] for g in group)]
+        if source is None:  # it runs the model: chunks of similar length
+            pending = shortest_first(
+                backend,
+                pending,
+                lambda ex, m=member: task.messages(ex, demos_for(m, ex), inline_demos=inline_demos),
+            )
         bar.set_postfix_str(f"member {i + 1}/{len(members)}: {member.spec()}")
         for start in range(0, len(pending), chunk_size):
             chunk = pending[start : start + chunk_size]

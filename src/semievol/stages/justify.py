@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semievol.data import Example
-from semievol.evaluation import closed_set_answer, entropy, generated_answer, score_closed_set
+from semievol.evaluation import (
+    closed_set_answer,
+    entropy,
+    generated_answer,
+    score_closed_set,
+    shortest_first,
+)
 from semievol.progress import progress_bar
 from semievol.rundir import ItemLog
 from semievol.tasks import Task, is_closed_set
@@ -82,7 +88,13 @@ def resolve_committee(
     ]
     log = ItemLog(stage_dir / "justifications.jsonl")
     if justify and disputed:
-        pending = [ex for ex in disputed if ex.id not in log]
+        pending = shortest_first(
+            backend,
+            [ex for ex in disputed if ex.id not in log],
+            lambda ex: justification_messages(
+                task, ex, [describe_candidate(task, ex, v[ex.id]) for v in votes]
+            ),
+        )
         bar = progress_bar(
             total=len(disputed),
             initial=len(disputed) - len(pending),
