@@ -25,7 +25,9 @@ What it measures, in one process, on the same backend (transformers + PEFT, CPU 
 6. peak RSS of every phase (VmHWM, reset per phase), and on a GPU its peak allocated memory.
 
 Tokens/s: the naive reference's prompt + generated tokens; semievol's prompt tokens as the
-floor counts them (a shared prefix computed once is credited to every prompt).
+floor counts them (a shared prefix computed once is credited to every prompt). Positions
+computed: the token positions the backend actually ran for each (``positions_computed``:
+shared prefixes once, padding included, decode steps), and their ratio, the work ratio.
 
 Pseudo-label accuracy is measured against the unlabeled file's gold answers (audit only).
 Results: a table on stdout and ``--out`` (JSON).
@@ -142,6 +144,7 @@ def naive_reference(
     texts: dict[str, list[str]] = {ex.id: [] for ex in items}
     new_tokens = 0
     prompt_tokens = 0
+    positions: Counter[str] = Counter()
     t0 = time.perf_counter()
     for p in range(n):
         backend = load_backend(model_cfg, adapter)  # the reference re-creates its engine
@@ -156,6 +159,7 @@ def naive_reference(
             answers[ex.id].append(task.extract(g.text, ex))
             texts[ex.id].append(g.text)
             new_tokens += len(g.token_ids)
+        positions.update(backend.positions_computed)
         del backend
     backend = load_backend(model_cfg, adapter)
     justify_prompts = [
@@ -172,6 +176,7 @@ def naive_reference(
             votes = Counter(a for a in answers[ex.id] if a is not None)
             final = votes.most_common(1)[0][0] if votes else None
         finals[ex.id] = final
+    positions.update(backend.positions_computed)
     seconds = time.perf_counter() - t0
     return {
         "items": len(items),
@@ -182,6 +187,7 @@ def naive_reference(
         "prompt_tokens": prompt_tokens,
         "generated_tokens": new_tokens,
         "tokens_per_second": (prompt_tokens + new_tokens) / seconds,
+        "positions_computed": dict(positions),
     }
 
 
@@ -198,6 +204,7 @@ def semievol_labeling(
     )
 
     members = committee_members(cfg.committee, in_context=True, collaborative=True)
+    before = Counter(backend.positions_computed)
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp)
         t0 = time.perf_counter()
@@ -258,6 +265,7 @@ def semievol_labeling(
         "accuracy": accuracy({f["id"]: f["answer"] for f in finals}, items),
         "prompt_tokens": tokens,
         "tokens_per_second": tokens / seconds,
+        "positions_computed": dict(backend.positions_computed - before),
         "gflop": flops / 1e9,
         "floor_seconds": round(floor_seconds, 3),
         "fraction_of_floor": floor_seconds / seconds,
@@ -528,9 +536,9 @@ def report(r: dict[str, Any]) -> str:
         f"parameters: {r['parameters']['total'] / 1e6:.1f} M (body {r['parameters']['body'] / 1e6:.1f} M)",
         f"inference batches: {r.get('inference_batch', '?')}",
         "",
-        "| pseudo-labeling | items | seconds | items/s | tokens/s | pseudo-label accuracy "
-        "| FLOP floor reached |",
-        "|---|---|---|---|---|---|---|",
+        "| pseudo-labeling | items | seconds | items/s | tokens/s | positions computed "
+        "| pseudo-label accuracy | FLOP floor reached |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in [
         ("naive", "naive reference (4 sampled passes + justification)"),
@@ -540,13 +548,22 @@ def report(r: dict[str, Any]) -> str:
         if key in r:
             x = r[key]
             floor = f"{x['fraction_of_floor'] * 100:.0f} %" if "fraction_of_floor" in x else "—"
+            computed = sum(x.get("positions_computed", {}).values()) or "—"
             lines.append(
                 f"| {label} | {x['items']} | {x['seconds']:.1f} | {x['items_per_second']:.2f} "
-                f"| {x['tokens_per_second']:.0f} | {x['accuracy'] * 100:.1f} % | {floor} |"
+                f"| {x['tokens_per_second']:.0f} | {computed} | {x['accuracy'] * 100:.1f} % "
+                f"| {floor} |"
             )
     if "naive" in r:
         speedup = r["semievol"]["items_per_second"] / r["naive"]["items_per_second"]
         lines.append(f"\nspeed-up on the same items: {speedup:.1f}×")
+        naive_work = sum(r["naive"].get("positions_computed", {}).values())
+        semievol_work = sum(r["semievol"].get("positions_computed", {}).values())
+        if naive_work and semievol_work:
+            lines.append(
+                f"work ratio (token positions the model ran, padding included): "
+                f"{naive_work / semievol_work:.1f}×"
+            )
     if "batch_sweep" in r:
         sweep = ", ".join(f"{b}: {v:.1f}" for b, v in r["batch_sweep"].items())
         lines.append(f"\nfirst-token scoring items/s by batch size: {sweep}")

@@ -173,6 +173,26 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(backen
         assert g.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-4)
 
 
+def test_positions_computed_count_the_work_done(tiny_model_dir):
+    task, exs, msgs = prompts(4)
+    one_row = HFBackend(
+        ModelConfig(name=str(tiny_model_dir), batch_size=1, autocast="off", share_prefix=False)
+    )
+    lengths = [one_row.prompt_tokens(m) for m in msgs]
+    one_row.score_choices(msgs, [task.choices(e) for e in exs], progress=False)
+    assert one_row.positions_computed == {"prompt": sum(lengths)}  # no padding, no prefix
+    one_row.positions_computed.clear()
+    one_row.generate(msgs, samplings=[Sampling(), Sampling(1.0)], max_new_tokens=4, progress=False)
+    # one prompt pass for both samplings; 3 decode steps of 2 rows each (random weights do
+    # not stop within 4 tokens)
+    assert one_row.positions_computed == {"prompt": sum(lengths), "generated": 3 * 2 * len(msgs)}
+    shared = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=64, autocast="off"))
+    shared.score_choices(msgs, [task.choices(e) for e in exs], progress=False)
+    prefix = shared._shared_prefix_length([shared.tokens(shared.render(m)) for m in msgs], 10**6)
+    width = max(lengths) - prefix
+    assert prefix >= 8 and shared.positions_computed == {"prompt": prefix + len(msgs) * width}
+
+
 def test_top_p_draws_only_from_the_nucleus():
     logits = torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1]] * 2))
     nucleus = Sampling(1.0, top_p=0.5)  # 0.4 < 0.5, so the second token is in; 0.7 >= 0.5

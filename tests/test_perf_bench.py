@@ -39,6 +39,11 @@ def test_perf_benchmark_reports_speed_accuracy_floor_and_memory(tiny_model_dir, 
         assert r[key]["items_per_second"] > 0
         assert r[key]["tokens_per_second"] > r[key]["items_per_second"]
     assert r["naive"]["engine_loads"] == 5
+    # work the backend counted: prompts for both, decode steps for the naive reference (random
+    # weights never stop within 4 tokens)
+    naive, ours = r["naive"]["positions_computed"], r["semievol"]["positions_computed"]
+    assert naive["prompt"] > 0 and naive["generated"] > 0 and ours["prompt"] > 0
+    work_ratio = f"{sum(naive.values()) / sum(ours.values()):.1f}×"
     assert r["matmul_device"] == "cpu" and r["matmul_gflops"]["float32"] > 0
     assert set(r["batch_sweep"]) == {"2", "4"}
     assert r["semievol"]["forward_passes_per_item"] == 1  # three members, one shared pass
@@ -48,6 +53,7 @@ def test_perf_benchmark_reports_speed_accuracy_floor_and_memory(tiny_model_dir, 
     assert all(p["peak_gpu_mb"] is None for p in r["phases"].values())  # no GPU here
     printed = capsys.readouterr().out
     assert "speed-up on the same items" in printed and "training:" in printed
+    assert f"padding included): {work_ratio}" in printed
 
 
 def test_memory_probe_reports_peak_per_batch_size(tiny_model_dir, tmp_path):

@@ -65,62 +65,69 @@ def hf_generate(b, prompts, sampling, max_new_tokens):
     return out
 
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--adapter")
-parser.add_argument("--items", type=int, default=64)
-parser.add_argument("--pairs", type=int, default=3)
-parser.add_argument("--max-new-tokens", type=int, default=64)
-args = parser.parse_args()
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--adapter")
+    parser.add_argument("--items", type=int, default=64)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    args = parser.parse_args()
 
-cfg = load_config("configs/fpb.yaml", {})
-task = build_task(cfg.task)
-items = load_split(cfg.data, "unlabeled", task)[: args.items]
-prompts = [task.messages(e) for e in items]
-samplings = [parse_member(s).sampling for s in CommitteeConfig().members]
-b = HFBackend(cfg.model)
-if args.adapter:
-    b.load_adapter(args.adapter)
-b.generate(prompts[-4:], samplings=samplings, max_new_tokens=4, progress=False)  # warm-up
-M = args.max_new_tokens
-arms = {
-    "HF generate, per member": lambda: [hf_generate(b, prompts, s, M) for s in samplings],
-    "own loop, per member": lambda: [
-        [
-            r[0].token_ids
-            for r in b.generate(prompts, samplings=[s], max_new_tokens=M, progress=False)
+    cfg = load_config("configs/fpb.yaml", {})
+    task = build_task(cfg.task)
+    items = load_split(cfg.data, "unlabeled", task)[: args.items]
+    prompts = [task.messages(e) for e in items]
+    samplings = [parse_member(s).sampling for s in CommitteeConfig().members]
+    b = HFBackend(cfg.model)
+    if args.adapter:
+        b.load_adapter(args.adapter)
+    b.generate(prompts[-4:], samplings=samplings, max_new_tokens=4, progress=False)  # warm-up
+    M = args.max_new_tokens
+    arms = {
+        "HF generate, per member": lambda: [hf_generate(b, prompts, s, M) for s in samplings],
+        "own loop, per member": lambda: [
+            [
+                r[0].token_ids
+                for r in b.generate(prompts, samplings=[s], max_new_tokens=M, progress=False)
+            ]
+            for s in samplings
+        ],
+        "own loop, together": lambda: [
+            list(col)
+            for col in zip(
+                *[
+                    [g.token_ids for g in r]
+                    for r in b.generate(
+                        prompts, samplings=samplings, max_new_tokens=M, progress=False
+                    )
+                ],
+                strict=True,
+            )
+        ],
+    }
+    results = {}
+    for rep in range(args.pairs):
+        for name, run in arms.items():
+            t = time.perf_counter()
+            results[name] = run()
+            s = time.perf_counter() - t
+            tokens = sum(len(x) for member in results[name] for x in member)
+            print(f"{rep} {name}: {s:.2f} s, {tokens} generated tokens", flush=True)
+    names = list(arms)
+
+    def identical(a, b):
+        return [
+            sum(x == y for x, y in zip(ma, mb, strict=True)) for ma, mb in zip(a, b, strict=True)
         ]
-        for s in samplings
-    ],
-    "own loop, together": lambda: [
-        list(col)
-        for col in zip(
-            *[
-                [g.token_ids for g in r]
-                for r in b.generate(prompts, samplings=samplings, max_new_tokens=M, progress=False)
-            ],
-            strict=True,
-        )
-    ],
-}
-results = {}
-for rep in range(args.pairs):
-    for name, run in arms.items():
-        t = time.perf_counter()
-        results[name] = run()
-        s = time.perf_counter() - t
-        tokens = sum(len(x) for member in results[name] for x in member)
-        print(f"{rep} {name}: {s:.2f} s, {tokens} generated tokens", flush=True)
-names = list(arms)
+
+    # replies token-identical per member (bf16 autocast: batch composition moves near-ties)
+    print(
+        f"{names[0]} vs {names[1]}, greedy member: {identical(results[names[0]], results[names[1]])[0]} of {len(items)}"
+    )
+    print(
+        f"{names[1]} vs {names[2]}, per member: {identical(results[names[1]], results[names[2]])} of {len(items)}"
+    )
 
 
-def identical(a, b):
-    return [sum(x == y for x, y in zip(ma, mb, strict=True)) for ma, mb in zip(a, b, strict=True)]
-
-
-# replies token-identical per member (bf16 autocast: batch composition moves near-ties)
-print(
-    f"{names[0]} vs {names[1]}, greedy member: {identical(results[names[0]], results[names[1]])[0]} of {len(items)}"
-)
-print(
-    f"{names[1]} vs {names[2]}, per member: {identical(results[names[1]], results[names[2]])} of {len(items)}"
-)
+if __name__ == "__main__":
+    main()

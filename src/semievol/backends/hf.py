@@ -18,6 +18,7 @@ import platform
 import shutil
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -355,6 +356,10 @@ class HFBackend:
         self.adapters: dict[str, Path | None] = {}
         self._token_cache: dict[str, list[int]] = {}
         self._reply_cache: dict[str, list[int]] = {}
+        self.positions_computed: Counter[str] = Counter()
+        """Token positions the model has run in scoring and generation, padding included, by
+        kind: prompt (a shared prefix counts once), candidate replies (whole-reply scoring),
+        generated. The work done, for benchmarks."""
 
     def _fp32_output_head(self) -> None:
         """Compute logits in float32 even under bf16 autocast: bf16 logits are quantized so
@@ -633,6 +638,7 @@ class HFBackend:
             return None
         ids = torch.tensor([list(seqs[0][:n])], dtype=torch.long, device=self.device)
         out = net(input_ids=ids, use_cache=True, logits_to_keep=1)
+        self.positions_computed["prompt"] += n
         return n, out.past_key_values
 
     def _prefix_and_batches(
@@ -658,6 +664,7 @@ class HFBackend:
                 use_cache=True,
                 logits_to_keep=1,
             )
+            self.positions_computed["prompt"] += ids.numel()
             return out, mask
         n, cache = prefix
         _, out, mask = self._forward_after_prefix(net, seqs, n, copy.deepcopy(cache), 1)
@@ -681,6 +688,7 @@ class HFBackend:
             use_cache=True,
             logits_to_keep=logits_to_keep,
         )
+        self.positions_computed["prompt"] += ids.numel()
         return ids, out, full_mask
 
     def _reply_tokens(self, reply: str) -> list[int]:
@@ -741,6 +749,7 @@ class HFBackend:
                 past_key_values=cache,
                 logits_to_keep=torch.arange(width - 1, device=self.device),
             )
+            self.positions_computed["candidate replies"] += cand.numel()
             parts.append(second.logits)
         logits = torch.cat(parts, dim=1)
         logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, cand[..., None])[..., 0]
@@ -854,6 +863,7 @@ class HFBackend:
                 past_key_values=cache,
                 use_cache=True,
             )
+            self.positions_computed["generated"] += len(live)
             position = position + 1
             logits = step_out.logits[:, -1].float()
         replies = [
