@@ -207,6 +207,20 @@ def test_top_p_draws_only_from_the_nucleus():
     assert pick_tokens(logits[:1], [tiny], [torch.Generator().manual_seed(0)]).tolist() == [0]
 
 
+def test_sampled_tokens_follow_the_tempered_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = torch.log(probs.clamp(min=1e-30))[None]
+    for temperature in (1.0, 2.0):
+        want = probs ** (1 / temperature)
+        want = want / want.sum()
+        stream = torch.Generator().manual_seed(7)
+        counts = torch.zeros(5)
+        for _ in range(4000):
+            counts[pick_tokens(logits, [Sampling(temperature)], [stream])[0]] += 1
+        assert counts[4] == 0  # zero probability: never drawn
+        assert (counts / 4000).tolist() == pytest.approx(want.tolist(), abs=0.03)
+
+
 def test_samplings_are_checked():
     with pytest.raises(ValueError, match="temperature"):
         Sampling(temperature=-1)

@@ -264,7 +264,11 @@ def pick_tokens(
     streams: Sequence[torch.Generator | None],
 ) -> torch.Tensor:
     """Next token of each row: the most likely one (greedy rows), else one drawn from the row's
-    stream at its temperature, among the top-p nucleus."""
+    stream at its temperature, among the top-p nucleus.
+
+    The streams are CPU generators, one uniform draw per sampled row and step; the draws then
+    pick tokens by inverse CDF for all rows at once on the logits' device. So a row's reply
+    does not depend on the device or on the other rows, and a GPU launches no kernel per row."""
     picked = logits.argmax(dim=-1)
     sampled = [j for j, s in enumerate(samplings) if not s.greedy]
     if not sampled:
@@ -281,8 +285,15 @@ def pick_tokens(
         # a token stays while the probability ranked above it is below top_p (the first always)
         ranked = ranked.masked_fill(ranked.cumsum(-1) - ranked >= limit, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, ranked)
-    for k, j in enumerate(sampled):
-        picked[j] = torch.multinomial(probs[k], 1, generator=streams[j])[0]
+    # 1 - U lies in (0, 1]: the first token whose cumulative probability reaches it has
+    # probability > 0, so tokens outside the nucleus are never drawn
+    draws = [
+        1.0 - torch.rand((), generator=streams[j], dtype=torch.float64).item() for j in sampled
+    ]
+    cdf = probs.double().cumsum(dim=-1)
+    target = torch.tensor(draws, dtype=torch.float64, device=logits.device)[:, None]
+    tokens = torch.searchsorted(cdf, target * cdf[:, -1:]).clamp_(max=probs.shape[-1] - 1)
+    picked[rows] = tokens[:, 0]
     return picked
 
 
@@ -822,9 +833,7 @@ class HFBackend:
         streams = [
             None
             if s.greedy
-            else torch.Generator(device=self.device).manual_seed(
-                sampling_seed(s.seed, seqs[r // per_item])
-            )
+            else torch.Generator().manual_seed(sampling_seed(s.seed, seqs[r // per_item]))
             for r, s in enumerate(row_sampling)
         ]
         stop = self._stop_tokens()
