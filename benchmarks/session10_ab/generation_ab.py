@@ -8,6 +8,7 @@ alternating in one process after a warm-up:
 - "own loop, together": one call with the three samplings (what the committee does now).
 
     python benchmarks/session10_ab/generation_ab.py [--adapter DIR] [--items 64] [--pairs 3]
+        [--float32]
 
 Without an adapter the base model writes sentences (up to --max-new-tokens); with the SFT
 adapter it answers with a letter. Prints seconds per arm and repetition, generated tokens, and
@@ -71,9 +72,14 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=64)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--float32",
+        action="store_true",
+        help="no bf16 autocast: the own loop's two arms then give the same replies (same work)",
+    )
     args = parser.parse_args()
 
-    cfg = load_config("configs/fpb.yaml", {})
+    cfg = load_config("configs/fpb.yaml", {"model.autocast": "off"} if args.float32 else {})
     task = build_task(cfg.task)
     items = load_split(cfg.data, "unlabeled", task)[: args.items]
     prompts = [task.messages(e) for e in items]
