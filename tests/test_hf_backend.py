@@ -173,7 +173,7 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(backen
         assert g.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-4)
 
 
-def test_positions_computed_count_the_work_done(tiny_model_dir):
+def test_positions_computed_count_the_work_done(tiny_model_dir, tmp_path):
     task, exs, msgs = prompts(4)
     one_row = HFBackend(
         ModelConfig(name=str(tiny_model_dir), batch_size=1, autocast="off", share_prefix=False)
@@ -191,6 +191,10 @@ def test_positions_computed_count_the_work_done(tiny_model_dir):
     prefix = shared._shared_prefix_length([shared.tokens(shared.render(m)) for m in msgs], 10**6)
     width = max(lengths) - prefix
     assert prefix >= 8 and shared.positions_computed == {"prompt": prefix + len(msgs) * width}
+    # training shares the prefix too, but it is not scoring or generation: not counted
+    train = [TrainExample(m, e.answer) for m, e in zip(msgs, exs, strict=True)]
+    shared.train(train, TrainConfig(epochs=1, batch_size=4), tmp_path / "a", progress=False)
+    assert shared.positions_computed == {"prompt": prefix + len(msgs) * width}
 
 
 def test_top_p_draws_only_from_the_nucleus():

@@ -675,10 +675,10 @@ class HFBackend:
                 use_cache=True,
                 logits_to_keep=1,
             )
-            self.positions_computed["prompt"] += ids.numel()
-            return out, mask
-        n, cache = prefix
-        _, out, mask = self._forward_after_prefix(net, seqs, n, copy.deepcopy(cache), 1)
+        else:
+            n, cache = prefix
+            ids, out, mask = self._forward_after_prefix(net, seqs, n, copy.deepcopy(cache), 1)
+        self.positions_computed["prompt"] += ids.numel()
         return out, mask
 
     def _forward_after_prefix(
@@ -699,7 +699,6 @@ class HFBackend:
             use_cache=True,
             logits_to_keep=logits_to_keep,
         )
-        self.positions_computed["prompt"] += ids.numel()
         return ids, out, full_mask
 
     def _reply_tokens(self, reply: str) -> list[int]:
