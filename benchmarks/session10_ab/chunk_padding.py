@@ -1,7 +1,8 @@
 """Count behind BENCHMARKS.md, issue 5 session 10: tokens the committee's first-token scoring
 computes on fpb unlabeled items (after each chunk's shared prefix, padding included) when its
-64-item chunks are taken in file order (before the change), shortest first (``shortest_first``,
-now), or all items in one call; batches as the backend forms them (``model.batch_size: auto``).
+64-item chunks are taken in file order (before the change), by characters of question and
+options (evaluation's order before), shortest first in tokens (``shortest_first``, now), or all
+items in one call; batches as the backend forms them (``model.batch_size: auto``).
 Deterministic: no timing.
 
     python benchmarks/session10_ab/chunk_padding.py
@@ -31,10 +32,16 @@ def work(examples, chunk):
     return real, computed
 
 
+def by_characters(examples):
+    """The order evaluation used before ee79057 (and shortest_first's first, uncommitted form)."""
+    return sorted(examples, key=lambda ex: len(ex.question) + sum(len(o) for o in ex.options or []))
+
+
 for n in (256, len(unlabeled)):
     items = unlabeled[:n]
     for name, examples, chunk in [
         ("64-item chunks, file order", items, 64),
+        ("64-item chunks, by characters of question and options", by_characters(items), 64),
         ("64-item chunks, shortest first", shortest_first(b, items, task.messages), 64),
         ("one call", items, n),
     ]:
