@@ -153,24 +153,133 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(backen
     # make a token that some replies produce early an end-of-turn marker
     stop = free[0][0].token_ids[2]
     monkeypatch.setattr(backend, "_stop_tokens", lambda: {stop, backend.pad_id})
-    from transformers.cache_utils import DynamicCache
+    from semievol.backends import kv_cache
 
-    selected = []
-    select = DynamicCache.batch_select_indices
+    pools = []
+    merge = kv_cache.merge_rows
     monkeypatch.setattr(
-        DynamicCache,
-        "batch_select_indices",
-        lambda cache, idx: selected.append(len(idx)) or select(cache, idx),
+        kv_cache,
+        "merge_rows",
+        lambda parts, room: (
+            pools.append([(len(m), len(m if k is None else k)) for _, m, k in parts])
+            or merge(parts, room)
+        ),
     )
     batched = backend.generate(msgs, max_new_tokens=8, progress=False)
     assert len({len(g.token_ids) for (g,) in batched}) > 1  # rows finished at different steps
-    assert selected  # and left the batch
+    assert any(kept < rows for pool in pools for rows, kept in pool)  # and left the batch
     for m, (g,), (f,) in zip(msgs, batched, free, strict=True):
         want = f.token_ids[: f.token_ids.index(stop)] if stop in f.token_ids else f.token_ids
         assert g.token_ids == want
         alone = backend.generate([m], max_new_tokens=8, progress=False)[0][0]
         assert alone.token_ids == g.token_ids
         assert g.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-4)
+
+
+def test_a_finished_reply_gets_no_more_tokens_while_it_waits_to_leave(tiny_model_dir, monkeypatch):
+    """A row that stops stays in the batch until a quarter of the batch has stopped; the tokens
+    picked for it meanwhile must not be appended (they were, before session 11)."""
+    b = HFBackend(ModelConfig(name=str(tiny_model_dir), batch_size=64, autocast="off"))
+    _, _, msgs = prompts(12)
+    stop = next(iter(b._stop_tokens() - {b.pad_id}), b.pad_id)
+    original = pick_tokens
+    calls = []
+
+    def scripted(logits, samplings, streams):
+        picked = original(logits, samplings, streams)
+        calls.append(len(picked))
+        if len(calls) == 2:
+            picked[0] = stop  # the first row ends at its second token, alone
+        return picked
+
+    monkeypatch.setattr("semievol.backends.hf.pick_tokens", scripted)
+    gens = b.generate(msgs, max_new_tokens=6, progress=False)
+    assert calls[2] == 12  # one row of twelve finished: below a quarter, it stays
+    lengths = sorted(len(g.token_ids) for (g,) in gens)
+    assert lengths == [1] + [6] * 11
+    assert all(len(g.token_logprobs) == len(g.token_ids) for (g,) in gens)
+
+
+def test_continuous_batching_refills_the_pool_with_the_same_replies(tiny_model_dir, monkeypatch):
+    """With room for 4 rows, 7 prompts × 2 samplings decode 4 rows at a time; rows that finish
+    are replaced by new prompts mid-stream. Replies equal one prompt at a time."""
+    b = HFBackend(
+        ModelConfig(name=str(tiny_model_dir), batch_size=64, decode_rows=4, autocast="off")
+    )
+    _, _, msgs = prompts(7)
+    samplings = [Sampling(), Sampling(1.0, seed=3)]
+    free = b.generate(msgs, samplings=samplings, max_new_tokens=8, progress=False)
+    from collections import Counter
+
+    # some rows end early, at different steps: the commonest token after the first two
+    stop = Counter(t for r in free for g in r for t in g.token_ids[2:]).most_common(1)[0][0]
+    monkeypatch.setattr(b, "_stop_tokens", lambda: {stop, b.pad_id})
+    from semievol.backends import kv_cache
+
+    pools = []
+    merge = kv_cache.merge_rows
+    monkeypatch.setattr(
+        kv_cache,
+        "merge_rows",
+        lambda parts, room: pools.append([len(m) for _, m, _ in parts]) or merge(parts, room),
+    )
+    steps = []
+    forward = b.model.forward
+    monkeypatch.setattr(
+        b.model, "forward", lambda *a, **k: steps.append(k["input_ids"].shape) or forward(*a, **k)
+    )
+    together = b.generate(msgs, samplings=samplings, max_new_tokens=8, progress=False)
+    assert max(rows for rows, width in steps if width == 1) <= 4  # decode steps: at most 4 rows
+    assert any(len(p) == 2 for p in pools)  # new prompts joined rows still writing
+    monkeypatch.setattr(b.model, "forward", forward)
+    for m, r in zip(msgs, together, strict=True):
+        alone = b.generate([m], samplings=samplings, max_new_tokens=8, progress=False)[0]
+        assert [g.token_ids for g in r] == [g.token_ids for g in alone]
+        for g, a in zip(r, alone, strict=True):
+            assert g.token_logprobs == pytest.approx(a.token_logprobs, abs=1e-4)
+    assert len({len(g.token_ids) for r in together for g in r}) > 1
+
+
+def test_caches_that_cannot_be_merged_decode_a_batch_at_a_time(tiny_model_dir, monkeypatch):
+    from semievol.backends import kv_cache
+
+    b = HFBackend(
+        ModelConfig(name=str(tiny_model_dir), batch_size=2, decode_rows=4, autocast="off")
+    )
+    _, _, msgs = prompts(5)
+    samplings = [Sampling(), Sampling(1.0, seed=3)]
+    pooled = b.generate(msgs, samplings=samplings, max_new_tokens=6, progress=False)
+    monkeypatch.setattr(kv_cache, "mergeable", lambda cache: False)
+    monkeypatch.setattr(kv_cache, "merge_rows", None)  # must not be called
+    apart = b.generate(msgs, samplings=samplings, max_new_tokens=6, progress=False)
+    assert [[g.token_ids for g in r] for r in apart] == [[g.token_ids for g in r] for r in pooled]
+
+
+def test_in_place_cache_layers_grow_select_and_crop():
+    from transformers.cache_utils import DynamicLayer
+
+    from semievol.backends.kv_cache import InPlaceLayer
+
+    keys, values = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    # 2 positions filled, room for 1 more: the second step runs out of room and doubles it
+    layer = InPlaceLayer(keys[:, :, :3].clone(), values[:, :, :3].clone(), 2)
+    plain = DynamicLayer()
+    plain.update(keys[:, :, :2], values[:, :, :2])
+    for _ in range(3):
+        new_k, new_v = torch.randn(3, 2, 1, 4), torch.randn(3, 2, 1, 4)
+        k, v = layer.update(new_k, new_v)
+        want_k, want_v = plain.update(new_k, new_v)
+        assert torch.equal(k, want_k) and torch.equal(v, want_v)
+    assert layer.get_seq_length() == plain.get_seq_length() == 5
+    assert layer._keys.shape[2] > 5  # it grew
+    idx = torch.tensor([2, 0])
+    layer.batch_select_indices(idx)
+    plain.batch_select_indices(idx)
+    layer.batch_repeat_interleave(2)
+    plain.batch_repeat_interleave(2)
+    assert torch.equal(layer.keys, plain.keys) and torch.equal(layer.values, plain.values)
+    layer.crop(-2)
+    assert torch.equal(layer.keys, plain.keys[:, :, :3])
 
 
 def test_positions_computed_count_the_work_done(tiny_model_dir, tmp_path):

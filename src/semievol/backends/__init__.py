@@ -43,6 +43,11 @@ class ModelConfig:
     """Prompts per inference batch (batches group prompts of similar length). auto: batches
     hold a token budget (fewer long prompts, more short ones), the budget that ran fastest on
     this machine in a short measurement, made once and cached beside converted models."""
+    decode_rows: int | Literal["auto"] = "auto"
+    """Most rows (prompt × sampling) decoded together in generation. Replies that finish leave
+    and new prompts join as room frees up (continuous batching). auto: 64 on CPU, 256 on a GPU,
+    fewer where the rows' KV cache would pass 2 GiB on CPU or a quarter of the free GPU
+    memory."""
     share_prefix: bool = True
     """Compute the token prefix all prompts share (system prompt, task instruction) once and
     reuse its KV cache: in closed-set scoring once per call, in training once per batch,
@@ -68,6 +73,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.batch_size != "auto" and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or 'auto', got {self.batch_size}")
+        if self.decode_rows != "auto" and self.decode_rows < 1:
+            raise ValueError(f"decode_rows must be >= 1 or 'auto', got {self.decode_rows}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         if not self.attention.strip():
