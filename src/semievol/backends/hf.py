@@ -862,44 +862,50 @@ class HFBackend:
         while True:
             free = capacity - (len(live) - sum(done))
             if pending and (not live or (can_merge and free >= max(per_item, capacity // 4))):
-                batch = self._next_prompts(pending, seqs, shared, free // per_item)
-                pending = [i for i in pending if i not in set(batch)]
-                first, new_mask = self._prompt_pass(net, [seqs[i] for i in batch], prefix)
-                new_cache = first.past_key_values
-                new_logits = first.logits[:, -1].float()
-                if per_item > 1:
-                    new_cache.batch_repeat_interleave(per_item)
-                    new_mask = new_mask.repeat_interleave(per_item, dim=0)
-                    new_logits = new_logits.repeat_interleave(per_item, dim=0)
-                rows = [i * per_item + j for i in batch for j in range(per_item)]
-                for r in rows:
-                    s = samplings[r % per_item]
-                    streams[r] = (
-                        None
-                        if s.greedy
-                        else torch.Generator().manual_seed(
-                            sampling_seed(s.seed, seqs[r // per_item])
-                        )
-                    )
-                can_merge = can_merge and kv_cache.mergeable(new_cache)
                 parts: list[tuple[Any, torch.Tensor, torch.Tensor | None]] = []
-                new_position = new_mask.sum(-1)
+                positions, all_logits = [], []
                 if live:  # the rows still writing stay, the finished ones leave
                     going = [j for j, d in enumerate(done) if not d]
                     keep = torch.tensor(going, device=self.device)
                     parts.append((cache, mask, keep))
-                    live = [live[j] for j in going] + rows
-                    new_position = torch.cat([position[keep], new_position])
-                    new_logits = torch.cat([logits[keep], new_logits])
-                else:
-                    live = rows
-                parts.append((new_cache, new_mask, None))
+                    live = [live[j] for j in going]
+                    positions.append(position[keep])
+                    all_logits.append(logits[keep])
+                # fill the free rows, one inference batch (token budget) per prompt pass
+                while pending and free >= per_item:
+                    batch = self._next_prompts(pending, seqs, shared, free // per_item)
+                    pending = [i for i in pending if i not in set(batch)]
+                    first, new_mask = self._prompt_pass(net, [seqs[i] for i in batch], prefix)
+                    new_cache = first.past_key_values
+                    new_logits = first.logits[:, -1].float()
+                    if per_item > 1:
+                        new_cache.batch_repeat_interleave(per_item)
+                        new_mask = new_mask.repeat_interleave(per_item, dim=0)
+                        new_logits = new_logits.repeat_interleave(per_item, dim=0)
+                    rows = [i * per_item + j for i in batch for j in range(per_item)]
+                    for r in rows:
+                        s = samplings[r % per_item]
+                        streams[r] = (
+                            None
+                            if s.greedy
+                            else torch.Generator().manual_seed(
+                                sampling_seed(s.seed, seqs[r // per_item])
+                            )
+                        )
+                    parts.append((new_cache, new_mask, None))
+                    positions.append(new_mask.sum(-1))
+                    all_logits.append(new_logits)
+                    live += rows
+                    free -= len(rows)
+                    can_merge = can_merge and kv_cache.mergeable(new_cache)
+                    if not can_merge:
+                        break  # a batch at a time: this one alone
                 if can_merge:
                     cache, mask = kv_cache.merge_rows(parts, room=max_new_tokens)
                 else:
-                    cache, mask = new_cache, new_mask
+                    cache, mask = parts[0][0], parts[0][1]
                 done = [False] * len(live)
-                position, logits = new_position, new_logits
+                position, logits = torch.cat(positions), torch.cat(all_logits)
             if not live:
                 break
             picked = pick_tokens(
