@@ -90,8 +90,11 @@ class Sampling:
     top_p: float = 1.0
     """Nucleus sampling: draw from the smallest set of tokens holding this much probability."""
     seed: int = 0
-    """Fixes the draws of a sampled reply. A prompt gets the same reply for the same sampling
-    whatever else is in its batch, so an interrupted run resumes with the same replies."""
+    """Fixes the draws of a sampled reply. The draws do not depend on the rest of the batch,
+    so a prompt gets the same reply for the same sampling, and a resumed run the same
+    replies, up to floating-point rounding: logits computed in another batch can differ in
+    the last bits, and a draw that lands that close to the edge between two tokens flips
+    (1 of 72 fpb replies, float32 CPU, BENCHMARKS.md issue 5 session 11)."""
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
