@@ -901,7 +901,9 @@ class HFBackend:
                     if not can_merge:
                         break  # a batch at a time: this one alone
                 if can_merge:
-                    cache, mask = kv_cache.merge_rows(parts, room=max_new_tokens)
+                    # room for the steps the longest-running row may still take
+                    room = max(max_new_tokens - len(tokens[r]) for r in live)
+                    cache, mask = kv_cache.merge_rows(parts, room=room)
                 else:
                     cache, mask = parts[0][0], parts[0][1]
                 done = [False] * len(live)
@@ -940,7 +942,8 @@ class HFBackend:
                 going = [j for j, d in enumerate(done) if not d]
                 keep = torch.tensor(going, device=self.device)
                 if can_merge:
-                    cache, mask = kv_cache.merge_rows([(cache, mask, keep)], room=max_new_tokens)
+                    room = max(max_new_tokens - len(tokens[live[j]]) for j in going)
+                    cache, mask = kv_cache.merge_rows([(cache, mask, keep)], room=room)
                 else:
                     cache.batch_select_indices(keep)
                     mask = mask[keep]
