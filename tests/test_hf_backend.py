@@ -147,24 +147,28 @@ def test_samplings_share_one_pass_yet_match_separate_calls(backend, monkeypatch)
     ]
 
 
+def record_merges(monkeypatch) -> list[list[tuple[int, int]]]:
+    """Spy on ``kv_cache.merge_rows``: per call, (rows, rows kept) of each part merged."""
+    from semievol.backends import kv_cache
+
+    pools: list[list[tuple[int, int]]] = []
+    merge = kv_cache.merge_rows
+
+    def recording(parts, room):
+        pools.append([(len(m), len(m if k is None else k)) for _, m, k in parts])
+        return merge(parts, room)
+
+    monkeypatch.setattr(kv_cache, "merge_rows", recording)
+    return pools
+
+
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(backend, monkeypatch):
     _, _, msgs = prompts(7)
     free = backend.generate(msgs, max_new_tokens=8, progress=False)
     # make a token that some replies produce early an end-of-turn marker
     stop = free[0][0].token_ids[2]
     monkeypatch.setattr(backend, "_stop_tokens", lambda: {stop, backend.pad_id})
-    from semievol.backends import kv_cache
-
-    pools = []
-    merge = kv_cache.merge_rows
-    monkeypatch.setattr(
-        kv_cache,
-        "merge_rows",
-        lambda parts, room: (
-            pools.append([(len(m), len(m if k is None else k)) for _, m, k in parts])
-            or merge(parts, room)
-        ),
-    )
+    pools = record_merges(monkeypatch)
     batched = backend.generate(msgs, max_new_tokens=8, progress=False)
     assert len({len(g.token_ids) for (g,) in batched}) > 1  # rows finished at different steps
     assert any(kept < rows for pool in pools for rows, kept in pool)  # and left the batch
@@ -214,15 +218,7 @@ def test_continuous_batching_refills_the_pool_with_the_same_replies(tiny_model_d
     # some rows end early, at different steps: the commonest token after the first two
     stop = Counter(t for r in free for g in r for t in g.token_ids[2:]).most_common(1)[0][0]
     monkeypatch.setattr(b, "_stop_tokens", lambda: {stop, b.pad_id})
-    from semievol.backends import kv_cache
-
-    pools = []
-    merge = kv_cache.merge_rows
-    monkeypatch.setattr(
-        kv_cache,
-        "merge_rows",
-        lambda parts, room: pools.append([len(m) for _, m, _ in parts]) or merge(parts, room),
-    )
+    pools = record_merges(monkeypatch)
     steps = []
     forward = b.model.forward
     monkeypatch.setattr(

@@ -859,6 +859,11 @@ class HFBackend:
         cache: Any = None
         mask = position = logits = torch.empty(0)
         can_merge = True
+
+        def room_for(rows: list[int]) -> int:
+            """Positions the longest-running of ``rows`` may still write."""
+            return max(max_new_tokens - len(tokens[r]) for r in rows)
+
         while True:
             free = capacity - (len(live) - sum(done))
             if pending and (not live or (can_merge and free >= max(per_item, capacity // 4))):
@@ -874,7 +879,8 @@ class HFBackend:
                 # fill the free rows, one inference batch (token budget) per prompt pass
                 while pending and free >= per_item:
                     batch = self._next_prompts(pending, seqs, shared, free // per_item)
-                    pending = [i for i in pending if i not in set(batch)]
+                    taken = set(batch)
+                    pending = [i for i in pending if i not in taken]
                     first, new_mask = self._prompt_pass(net, [seqs[i] for i in batch], prefix)
                     new_cache = first.past_key_values
                     new_logits = first.logits[:, -1].float()
@@ -901,9 +907,7 @@ class HFBackend:
                     if not can_merge:
                         break  # a batch at a time: this one alone
                 if can_merge:
-                    # room for the steps the longest-running row may still take
-                    room = max(max_new_tokens - len(tokens[r]) for r in live)
-                    cache, mask = kv_cache.merge_rows(parts, room=room)
+                    cache, mask = kv_cache.merge_rows(parts, room=room_for(live))
                 else:
                     cache, mask = parts[0][0], parts[0][1]
                 done = [False] * len(live)
@@ -941,14 +945,13 @@ class HFBackend:
             if finished >= max(1, len(live) // 4):
                 going = [j for j, d in enumerate(done) if not d]
                 keep = torch.tensor(going, device=self.device)
+                live, done = [live[j] for j in going], [False] * len(going)
                 if can_merge:
-                    room = max(max_new_tokens - len(tokens[live[j]]) for j in going)
-                    cache, mask = kv_cache.merge_rows([(cache, mask, keep)], room=room)
+                    cache, mask = kv_cache.merge_rows([(cache, mask, keep)], room=room_for(live))
                 else:
                     cache.batch_select_indices(keep)
                     mask = mask[keep]
                 position, picked = position[keep], picked[keep]
-                live, done = [live[j] for j in going], [False] * len(going)
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
             step_out = net(
                 input_ids=picked[:, None],
