@@ -4,8 +4,12 @@ replies that differ (last 60 characters of each) and their count. Before 24f6659
 ended stayed in a batch of 8+ rows until a quarter of the batch had ended, and the tokens picked
 for it meanwhile were appended to its reply.
 
-    python benchmarks/session11_ab/finished_rows_check.py
+    python benchmarks/session11_ab/finished_rows_check.py [--show ITEM SAMPLING]
+
+``--show 17 1`` also prints that reply's token ids and log-probabilities both ways.
 """
+
+import argparse
 
 from semievol.backends import Sampling
 from semievol.backends.hf import HFBackend
@@ -15,6 +19,9 @@ from semievol.tasks import build_task
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--show", type=int, nargs=2, metavar=("ITEM", "SAMPLING"))
+    args = parser.parse_args()
     cfg = load_config("configs/fpb.yaml")
     task = build_task(cfg.task)
     items = load_split(cfg.data, "unlabeled", task)[:24]
@@ -38,6 +45,11 @@ def main() -> None:
                     len(together[i][j].token_ids),
                 )
     print("differ", differ, "of", 3 * len(prompts))
+    if args.show:
+        i, j = args.show
+        alone = b.generate([prompts[i]], samplings=samplings, max_new_tokens=48, progress=False)
+        for name, g in (("alone", alone[0][j]), ("together", together[i][j])):
+            print(name, g.token_ids[:8], [round(lp, 4) for lp in g.token_logprobs[:8]])
 
 
 if __name__ == "__main__":

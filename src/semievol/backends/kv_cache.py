@@ -1,8 +1,8 @@
 """KV caches for the HF backend's decode loop: written in place, and merged across batches.
 
 transformers' ``DynamicLayer`` appends each decode step's keys and values with ``torch.cat``,
-which copies the layer's whole cache at every step: with 16 rows at 1,170 positions that copy
-was 61 % of a decode step on CPU (SmolLM2-135M, BENCHMARKS.md issue 5 session 11), and it grows
+which copies the layer's whole cache at every step: with 16 rows at 1,169 positions that copy
+was 65 % of a decode step on CPU (SmolLM2-135M, BENCHMARKS.md issue 5 session 11), and it grows
 with the reply. ``InPlaceLayer`` keeps keys and values at the front of a buffer with room to
 spare; a step writes its position into the room.
 
