@@ -35,9 +35,11 @@ from semievol.backends import (
     TrainResult,
     kv_cache,
 )
+from semievol.backends.allocator import retain_freed_memory
 from semievol.backends.checkpoint import TrainingCheckpoint, training_fingerprint
 from semievol.backends.cpu_attention import register_cpu_attention
 from semievol.backends.lora_dropout import use_bits_dropout
+from semievol.backends.lora_fused import use_fused_lora
 from semievol.backends.lora_merge import MergedAdapterWeights
 from semievol.errors import ModelLoadError
 from semievol.io import atomic_directory, atomic_write_json, atomic_write_yaml
@@ -307,14 +309,16 @@ class HFBackend:
 
         hf_logging.set_verbosity_error()
         self.config = config
-        if config.threads:
-            torch.set_num_threads(config.threads)
         want_cuda = config.device == "cuda" or (
             config.device == "auto" and torch.cuda.is_available()
         )
         if want_cuda and not torch.cuda.is_available():
             raise ModelLoadError("model.device is 'cuda' but no CUDA GPU is available")
         self.device = torch.device("cuda" if want_cuda else "cpu")
+        if self.device.type == "cpu" and config.retain_freed_memory:
+            retain_freed_memory()  # before torch's worker threads get arenas of their own
+        if config.threads:
+            torch.set_num_threads(config.threads)
         dtype = {
             "float32": torch.float32,
             "bfloat16": torch.bfloat16,
@@ -1119,6 +1123,7 @@ class HFBackend:
         net = self.peft
         params = self._train_only(name)
         use_bits_dropout(net, name, autocast=self.autocast)  # same distribution, cheaper
+        use_fused_lora(net)  # same function, fewer passes over memory
         torch.manual_seed(config.seed)
         share = self.config.share_prefix
 

@@ -1,0 +1,94 @@
+"""Training A/B on this machine (BENCHMARKS.md, issue 5 session 12): one epoch over fpb labeled
+rows at the default training config, after a warm-up epoch of 16 rows, each arm in a fresh
+process, arms alternating:
+
+    python benchmarks/session12_ab/training_ab.py --rows 128 --rounds 3
+
+Arms: ``before`` (glibc returns freed memory to the kernel, PEFT's LoRA forward),
+``retain`` (model.retain_freed_memory), ``retain+fused`` (and the fused LoRA forward).
+Prints tokens/s, the process's system CPU time, page faults and peak RSS for each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+ARMS = ("before", "retain", "retain+fused")
+
+
+def run_arm(arm: str, rows: int) -> dict:
+    import dataclasses
+    import resource
+    import tempfile
+    from pathlib import Path
+
+    import semievol.backends.hf as hf
+    from semievol.config import load_config
+    from semievol.data import load_split
+    from semievol.tasks import build_task
+    from semievol.training import sft_examples
+
+    cfg = load_config("configs/fpb.yaml", {})
+    model = dataclasses.replace(cfg.model, retain_freed_memory=arm != "before")
+    if "fused" not in arm:
+        hf.use_fused_lora = lambda net: 0
+    task = build_task(cfg.task)
+    examples = sft_examples(task, load_split(cfg.data, "labeled", task)[:rows])
+    train_cfg = dataclasses.replace(cfg.train, epochs=1, val_fraction=0.0, checkpoint_every=0)
+    backend = hf.HFBackend(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        backend.train(examples[:16], train_cfg, Path(tmp) / "warm", progress=False)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = backend.train(examples, train_cfg, Path(tmp) / "a", progress=False)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "arm": arm,
+        "tokens": result.tokens,
+        "seconds": round(result.seconds, 2),
+        "tokens_per_second": round(result.tokens / result.seconds, 1),
+        "user_s": round(r1.ru_utime - r0.ru_utime, 1),
+        "sys_s": round(r1.ru_stime - r0.ru_stime, 1),
+        "page_faults": r1.ru_minflt - r0.ru_minflt,
+        "peak_rss_gb": round(r1.ru_maxrss / 1e6, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--arm", help=argparse.SUPPRESS)  # one run, in the child process
+    args = parser.parse_args()
+    if args.arm:
+        print(json.dumps(run_arm(args.arm, args.rows)))
+        return
+    arms = args.arms.split(",")
+    print("| round | arm | tokens/s | seconds | sys s | page faults | peak RSS GB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in range(args.rounds):
+        for arm in arms:
+            out = (
+                subprocess.run(
+                    [sys.executable, __file__, "--arm", arm, "--rows", str(args.rows)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            d = json.loads(out)
+            print(
+                f"| {r + 1} | {arm} | {d['tokens_per_second']} | {d['seconds']} | "
+                f"{d['sys_s']} | {d['page_faults']:,} | {d['peak_rss_gb']} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
