@@ -1,43 +1,48 @@
-"""BitsDropout: the LoRA dropout used in training draws the same distribution as nn.Dropout."""
+"""SparseDropout: the LoRA dropout used in training draws the same distribution as nn.Dropout."""
 
 import pytest
 import torch
 
 from semievol.backends import ModelConfig, TrainExample
 from semievol.backends.hf import HFBackend
-from semievol.backends.lora_dropout import BitsDropout, drop_mask
+from semievol.backends.lora_dropout import SparseDropout, drop_positions
 from semievol.training import TrainConfig
 
 from .test_hf_backend import prompts
 
 
 @pytest.mark.parametrize("p", [0.05, 0.5])
-def test_drop_mask_drops_every_element_independently_with_probability_p(p):
+@pytest.mark.parametrize("first_draw", [None, 50])  # 50: most positions come from top-ups
+def test_drop_positions_drop_every_element_independently_with_probability_p(p, first_draw):
     torch.manual_seed(0)
-    shape = torch.Size([1000, 1001])  # not a multiple of 4: the last word is cut
-    dropped = drop_mask(shape, p).double()
-    n = shape.numel()
+    n = 1_000_001
+    positions = drop_positions(n, p, first_draw=first_draw)
+    assert positions.dtype == torch.int64
+    assert positions[0] >= 0 and positions[-1] < n
+    assert bool((positions[1:] > positions[:-1]).all())  # sorted, no repeats
+    dropped = torch.zeros(n, dtype=torch.float64)
+    dropped[positions] = 1
     se = (p * (1 - p) / n) ** 0.5
     assert abs(dropped.mean().item() - p) < 5 * se
-    # The four 16-bit lanes of each 64-bit word are equally good coins...
-    flat = dropped.flatten()[: n - n % 4].view(-1, 4)
-    for lane in range(4):
-        assert abs(flat[:, lane].mean().item() - p) < 5 * se * 2
-    # ...and neighbours (same word, and across words) are independent.
-    for gap in (1, 4):
-        both = (flat.flatten()[:-gap] * flat.flatten()[gap:]).mean().item()
+    # every region is dropped at rate p (a short draw would leave the end undropped)...
+    for part in dropped.chunk(4):
+        assert abs(part.mean().item() - p) < 5 * se * 2
+    # ...and neighbours are independent
+    for gap in (1, 2, 7):
+        both = (dropped[:-gap] * dropped[gap:]).mean().item()
         assert abs(both - p * p) < 5 * (p * p * (1 - p * p) / n) ** 0.5 + 1e-4
-    assert not torch.equal(drop_mask(shape, p), drop_mask(shape, p))
+    assert not torch.equal(drop_positions(n, p), drop_positions(n, p))
     torch.manual_seed(1)
-    a = drop_mask(shape, p)
+    a = drop_positions(n, p)
     torch.manual_seed(1)
-    assert torch.equal(a, drop_mask(shape, p))  # the torch generator: seeds reproduce it
+    assert torch.equal(a, drop_positions(n, p))  # the torch generator: seeds reproduce it
+    assert drop_positions(0, p).numel() == 0 and drop_positions(10, 0.0).numel() == 0
 
 
-def test_bits_dropout_scales_what_it_keeps_and_backpropagates_through_the_mask():
+def test_sparse_dropout_scales_what_it_keeps_and_backpropagates_through_the_mask():
     torch.manual_seed(0)
     x = (torch.rand(64, 48, dtype=torch.float64) + 0.5).requires_grad_()
-    drop = BitsDropout(0.25)
+    drop = SparseDropout(0.25)
     y = drop(x)
     kept = y != 0
     assert 0.6 < kept.double().mean().item() < 0.9
@@ -45,10 +50,17 @@ def test_bits_dropout_scales_what_it_keeps_and_backpropagates_through_the_mask()
     (y * torch.arange(48.0, dtype=torch.float64)).sum().backward()
     want = kept.double() / 0.75 * torch.arange(48.0, dtype=torch.float64)
     assert torch.allclose(x.grad, want)
+    # a non-contiguous input: forward and backward zero the same (logical) elements
+    x.grad = None
+    y = drop(x.t())
+    kept = y != 0
+    (y * torch.arange(64.0, dtype=torch.float64)).sum().backward()
+    want = kept.double() / 0.75 * torch.arange(64.0, dtype=torch.float64)
+    assert torch.allclose(x.grad, want.t())
     drop.eval()
     assert drop(x) is x
     with pytest.raises(ValueError, match="dropout probability"):
-        BitsDropout(1.0)
+        SparseDropout(1.0)
 
 
 def test_training_replaces_the_trained_adapters_dropout_and_applies_it(tiny_model_dir, tmp_path):
@@ -62,7 +74,7 @@ def test_training_replaces_the_trained_adapters_dropout_and_applies_it(tiny_mode
         for m in backend.peft.modules()
         if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
     ]
-    assert dropouts and all(isinstance(d, BitsDropout) and d.p == 0.1 for d in dropouts)
+    assert dropouts and all(isinstance(d, SparseDropout) and d.p == 0.1 for d in dropouts)
 
     net = backend.peft
     batch = [backend._encode_train(ex, 1024) for ex in train[:3]]
@@ -78,7 +90,7 @@ def test_training_replaces_the_trained_adapters_dropout_and_applies_it(tiny_mode
     cfg = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-2, lora_dropout=0.0, seed=1)
     result = backend.train(train, cfg, tmp_path / "b", progress=False)
     assert not any(
-        isinstance(m.lora_dropout[result.adapter_name], BitsDropout)
+        isinstance(m.lora_dropout[result.adapter_name], SparseDropout)
         for m in backend.peft.modules()
         if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
     )
@@ -93,7 +105,7 @@ def test_under_autocast_lora_inputs_skip_the_float32_round_trip_exactly(
     from safetensors.torch import load_file
 
     import semievol.backends.hf as hf
-    from semievol.backends.lora_dropout import use_bits_dropout
+    from semievol.backends.lora_dropout import use_sparse_dropout
 
     task, exs, msgs = prompts(6)
     train = [TrainExample(m, e.answer) for m, e in zip(msgs, exs, strict=True)]
@@ -112,14 +124,14 @@ def test_under_autocast_lora_inputs_skip_the_float32_round_trip_exactly(
     casting, direct = trained("direct")
     assert casting == {False}
     monkeypatch.setattr(
-        hf, "use_bits_dropout", lambda net, name, autocast: use_bits_dropout(net, name)
+        hf, "use_sparse_dropout", lambda net, name, autocast: use_sparse_dropout(net, name)
     )
     casting, round_trip = trained("round_trip")
     assert casting == {True}
     assert direct.keys() == round_trip.keys() and direct
     assert all(torch.equal(direct[k], round_trip[k]) for k in direct)
 
-    drop = BitsDropout(0.5)
+    drop = SparseDropout(0.5)
     x = torch.randn(8, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = drop(x)

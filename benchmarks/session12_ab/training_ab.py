@@ -2,10 +2,14 @@
 rows at the default training config, after a warm-up epoch of 16 rows, each arm in a fresh
 process, arms alternating:
 
-    python benchmarks/session12_ab/training_ab.py --rows 128 --rounds 3
+    python benchmarks/session12_ab/training_ab.py --rows 128 --rounds 3 --arms before,retain
 
-Arms: ``before`` (glibc returns freed memory to the kernel, PEFT's LoRA forward),
-``retain`` (model.retain_freed_memory), ``retain+fused`` (and the fused LoRA forward).
+Arms: ``before`` (model.retain_freed_memory=false: glibc returns freed memory to the
+kernel), ``retain`` (the default), ``sdpa`` (the default with model.attention=sdpa in
+training too), ``no-dropout`` (the default with train.lora_dropout=0), ``mask-dropout``
+(the default with the LoRA dropout of before this session: a random 16-bit draw and a
+comparison per element, then a masked fill; its code is kept below as that arm). At 180e649
+the script also had a ``retain+fused`` arm, for a fused LoRA forward that was then dropped.
 Prints tokens/s, the process's system CPU time, page faults and peak RSS for each run.
 """
 
@@ -16,7 +20,41 @@ import json
 import subprocess
 import sys
 
-ARMS = ("before", "retain", "retain+fused")
+ARMS = ("before", "retain", "sdpa", "no-dropout", "mask-dropout")
+
+
+def use_mask_dropout() -> None:
+    """The LoRA dropout before this session (at 180e649), as the ``mask-dropout`` arm."""
+    import torch
+
+    from semievol.backends.lora_dropout import SparseDropout
+
+    def drop_mask(shape: torch.Size, p: float) -> torch.Tensor:
+        n = shape.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64)
+        words.random_(-(1 << 63), None)
+        return words.view(torch.int16)[:n].view(shape) < -(1 << 15) + round(p * (1 << 16))
+
+    class DropAndScale(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, drop, scale):  # noqa: ANN001, ANN205
+            ctx.save_for_backward(drop)
+            ctx.scale = scale
+            return x.masked_fill(drop, 0).mul_(scale)
+
+        @staticmethod
+        def backward(ctx, grad):  # noqa: ANN001, ANN205
+            (drop,) = ctx.saved_tensors
+            return grad.masked_fill(drop, 0).mul_(ctx.scale), None, None
+
+    def forward(self, x):  # noqa: ANN001, ANN202
+        if not self.training or self.p == 0:
+            return x
+        if torch.is_autocast_enabled("cpu") and x.is_floating_point():
+            x = x.to(torch.get_autocast_dtype("cpu"))
+        return DropAndScale.apply(x, drop_mask(x.shape, self.p), 1.0 / (1.0 - self.p))
+
+    SparseDropout.forward = forward
 
 
 def run_arm(arm: str, rows: int) -> dict:
@@ -32,12 +70,22 @@ def run_arm(arm: str, rows: int) -> dict:
     from semievol.training import sft_examples
 
     cfg = load_config("configs/fpb.yaml", {})
-    model = dataclasses.replace(cfg.model, retain_freed_memory=arm != "before")
-    if "fused" not in arm:
-        hf.use_fused_lora = lambda net: 0
+    model = dataclasses.replace(
+        cfg.model,
+        retain_freed_memory=arm != "before",
+        attention="sdpa" if arm == "sdpa" else cfg.model.attention,
+    )
+    if arm == "mask-dropout":
+        use_mask_dropout()
     task = build_task(cfg.task)
     examples = sft_examples(task, load_split(cfg.data, "labeled", task)[:rows])
-    train_cfg = dataclasses.replace(cfg.train, epochs=1, val_fraction=0.0, checkpoint_every=0)
+    train_cfg = dataclasses.replace(
+        cfg.train,
+        epochs=1,
+        val_fraction=0.0,
+        checkpoint_every=0,
+        lora_dropout=0.0 if arm == "no-dropout" else cfg.train.lora_dropout,
+    )
     backend = hf.HFBackend(model)
     with tempfile.TemporaryDirectory() as tmp:
         backend.train(examples[:16], train_cfg, Path(tmp) / "warm", progress=False)

@@ -38,8 +38,7 @@ from semievol.backends import (
 from semievol.backends.allocator import retain_freed_memory
 from semievol.backends.checkpoint import TrainingCheckpoint, training_fingerprint
 from semievol.backends.cpu_attention import register_cpu_attention
-from semievol.backends.lora_dropout import use_bits_dropout
-from semievol.backends.lora_fused import use_fused_lora
+from semievol.backends.lora_dropout import use_sparse_dropout
 from semievol.backends.lora_merge import MergedAdapterWeights
 from semievol.errors import ModelLoadError
 from semievol.io import atomic_directory, atomic_write_json, atomic_write_yaml
@@ -1122,8 +1121,7 @@ class HFBackend:
         )
         net = self.peft
         params = self._train_only(name)
-        use_bits_dropout(net, name, autocast=self.autocast)  # same distribution, cheaper
-        use_fused_lora(net)  # same function, fewer passes over memory
+        use_sparse_dropout(net, name, autocast=self.autocast)  # same distribution, cheaper
         torch.manual_seed(config.seed)
         share = self.config.share_prefix
 

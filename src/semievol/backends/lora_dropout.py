@@ -1,56 +1,80 @@
-"""LoRA dropout with a cheaper random mask.
+"""LoRA dropout that draws only the positions it drops.
 
 PEFT applies ``nn.Dropout`` to the input of every LoRA layer: on SmolLM2-135M that is ~150 k
-Bernoulli draws per token (7 adapted projections × 30 layers), and torch's CPU Bernoulli costs
-5–10 ns per element, a quarter of a training step. This module draws the same distribution
-from raw random bits instead: 64 random bits give four 16-bit uniforms, each compared with a
-threshold, ~2 ns per element. Every element is still dropped independently with probability
-``p`` (rounded to a multiple of 1/65536) and the kept ones are scaled by 1/(1 - p); only the
-random stream differs from ``nn.Dropout``'s, as a different seed would. The torch generator
-is used, so ``torch.manual_seed`` and checkpointed RNG state still make training reproducible.
+Bernoulli draws per token (7 adapted projections × 30 layers). Drawing a random number per
+element and comparing it, then masking, costs a fifth of a float32 training step on CPU
+(BENCHMARKS.md, issue 5 session 12). With p = 0.05 only one element in 20 is dropped, so this
+module draws the dropped positions themselves: the gaps between the successes of independent
+Bernoulli(p) trials are independent Geometric(p) variables, so ``n p`` geometric draws (plus a
+margin, topped up if short) and a cumulative sum give exactly the positions that elementwise
+coin flips would drop, in distribution. The layer's input is scaled by 1 / (1 - p) in one
+pass and the drawn positions are zeroed; the backward pass does the same to the gradient,
+and only the positions (8 bytes per dropped element) are kept for it. Only the random stream
+differs from ``nn.Dropout``'s, as a different seed would. The torch generator is used, so
+``torch.manual_seed`` and checkpointed RNG state still make training reproducible.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-_LEVELS = 1 << 16
 
+def drop_positions(
+    n: int, p: float, device: torch.device | None = None, *, first_draw: int | None = None
+) -> torch.Tensor:
+    """Sorted int64 positions in [0, n), each included independently with probability p.
 
-def drop_mask(shape: torch.Size, p: float, device: torch.device | None = None) -> torch.Tensor:
-    """Boolean mask, each element True (dropped) with probability round(p * 65536) / 65536."""
-    n = shape.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
-    words.random_(-(1 << 63), None)  # every bit uniform
-    uniform16 = words.view(torch.int16)[:n].view(shape)
-    return uniform16 < -(1 << 15) + round(p * _LEVELS)
+    ``first_draw``: how many gaps to draw at first (default: the mean plus 6 standard
+    deviations, so topping up is rare); tests set it small to exercise the top-up."""
+    if n == 0 or p == 0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    parts: list[torch.Tensor] = []
+    last = -1  # position of the last success drawn so far
+    while last < n:
+        mean = (n - 1 - last) * p  # successes expected in what is left
+        count = first_draw or int(mean + 6 * math.sqrt(mean) + 16)
+        first_draw = None
+        # float64 draws: a gap can pass 2**24 when p is small and n large
+        gaps = torch.empty(count, dtype=torch.float64, device=device).geometric_(p)
+        positions = gaps.to(torch.int64).cumsum_(0).add_(last)
+        parts.append(positions)
+        last = int(positions[-1])
+    positions = torch.cat(parts) if len(parts) > 1 else parts[0]
+    return positions[: int(torch.searchsorted(positions, n))]
 
 
 class _DropAndScale(torch.autograd.Function):
-    """x zeroed where ``drop`` and scaled by 1 / (1 - p); saves only the boolean mask.
-
-    masked_fill + in-place mul: multiplying a float tensor by a bool one promotes the mask to
-    float first, 5-15x slower here."""
+    """x scaled by 1 / (1 - p) and zeroed at ``positions`` (of its flattened elements, in
+    logical order); saves only the positions."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(drop)
+    def forward(ctx: Any, x: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(positions)
         ctx.scale = scale
-        return x.masked_fill(drop, 0).mul_(scale)
+        return _scale_and_zero(x, positions, scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (drop,) = ctx.saved_tensors
-        return grad.masked_fill(drop, 0).mul_(ctx.scale), None, None
+        (positions,) = ctx.saved_tensors
+        return _scale_and_zero(grad, positions, ctx.scale), None, None
 
 
-class BitsDropout(torch.nn.Module):
-    """Drop-in for ``nn.Dropout(p)`` (identity in eval mode) with the cheaper mask.
+def _scale_and_zero(x: torch.Tensor, positions: torch.Tensor, scale: float) -> torch.Tensor:
+    out = x.contiguous().mul(scale)  # contiguous: positions index the logical order
+    out.view(-1).index_fill_(0, positions, 0)
+    return out
+
+
+class SparseDropout(torch.nn.Module):
+    """Drop-in for ``nn.Dropout(p)`` (identity in eval mode) that draws dropped positions.
 
     Under autocast the input is first cast to the autocast dtype, which the LoRA matmul right
-    after would cast it to anyway: the mask is then applied to half as many bytes.
+    after would cast it to anyway: it is then scaled in half as many bytes. Off the CPU,
+    torch's own dropout kernel is used: it is fast there, and drawing positions would make
+    the host wait for the device at every layer.
     """
 
     def __init__(self, p: float):
@@ -65,16 +89,18 @@ class BitsDropout(torch.nn.Module):
         device = x.device.type
         if torch.is_autocast_enabled(device) and x.is_floating_point():
             x = x.to(torch.get_autocast_dtype(device))
-        drop = drop_mask(x.shape, self.p, x.device)
-        return _DropAndScale.apply(x, drop, 1.0 / (1.0 - self.p))
+        if x.device.type != "cpu":
+            return torch.nn.functional.dropout(x, self.p, training=True)
+        positions = drop_positions(x.numel(), self.p, x.device)
+        return _DropAndScale.apply(x, positions, 1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
-def use_bits_dropout(net: torch.nn.Module, adapter: str, *, autocast: bool = False) -> int:
+def use_sparse_dropout(net: torch.nn.Module, adapter: str, *, autocast: bool = False) -> int:
     """Replace adapter ``adapter``'s ``nn.Dropout`` LoRA dropouts in ``net`` by
-    :class:`BitsDropout` with the same p; returns how many were replaced.
+    :class:`SparseDropout` with the same p; returns how many were replaced.
 
     With ``autocast``, PEFT's cast of every LoRA input to the LoRA weights' float32 is turned
     off: autocast casts it back to bf16 for the matmul right after, so for inputs that already
@@ -88,6 +114,6 @@ def use_bits_dropout(net: torch.nn.Module, adapter: str, *, autocast: bool = Fal
                 module.cast_input_dtype_enabled = False
             old = dropouts[adapter]
             if isinstance(old, torch.nn.Dropout) and old.p > 0:
-                dropouts[adapter] = BitsDropout(old.p)
+                dropouts[adapter] = SparseDropout(old.p)
                 replaced += 1
     return replaced
