@@ -42,6 +42,32 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     assert on_faults < off_faults / 10
 
 
+RELEASE_PROBE = """
+import torch
+from semievol.backends.allocator import release_freed_memory, retain_freed_memory
+from semievol.resources import current_rss_mb
+assert retain_freed_memory()
+base = current_rss_mb()
+x = torch.ones(64 << 20)  # 256 MiB
+del x
+kept = current_rss_mb() - base
+release_freed_memory()
+print(kept, current_rss_mb() - base)
+"""
+
+
+@pytest.mark.skipif(
+    allocator._glibc() is None or not sys.platform.startswith("linux"), reason="glibc, /proc"
+)
+def test_kept_memory_is_handed_back_on_request():
+    out = subprocess.run(
+        [sys.executable, "-c", RELEASE_PROBE], capture_output=True, text=True, check=True
+    ).stdout.split()
+    kept, after = float(out[0]), float(out[1])
+    assert kept > 200  # MiB still resident after the free...
+    assert after < 50  # ...until it is released
+
+
 def test_without_glibc_nothing_is_changed(monkeypatch):
     monkeypatch.setattr(allocator, "_applied", None)
     monkeypatch.setattr(allocator, "_glibc", lambda: None)

@@ -17,6 +17,12 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def reset_peak_rss() -> None:
+    """Start a new high-water mark. Memory the process freed but kept for reuse (see
+    ``backends/allocator.py``) is handed back first, so that it does not count as the next
+    stretch's peak."""
+    from semievol.backends.allocator import release_freed_memory
+
+    release_freed_memory()
     with contextlib.suppress(OSError):
         _CLEAR_REFS.write_text("5")
 

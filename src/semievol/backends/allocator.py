@@ -5,21 +5,24 @@ allocates them again. By default glibc hands large freed blocks straight back to
 blocks above its mmap threshold are unmapped, the top of the heap is trimmed, and a worker
 thread's arena is unmapped once it empties. Every step then touches hundreds of megabytes of
 fresh pages, and each 4 KiB page costs a page fault and a zeroing by the kernel (in a virtual
-machine, often by the host too). On the 2-core development VM that was ~700 k page faults and
-5-10 s of system time per 64-row training epoch, ~1.2x of the epoch's time (BENCHMARKS.md,
-issue 5 session 12).
+machine, often by the host too). In the A/B of BENCHMARKS.md (issue 5, session 12), a
+128-row training epoch on the 2-core development VM took 0.23-1.35 million page faults and
+2.6-12.6 s of system time by default, 0.13-0.26 million and 1.7-3.2 s with these settings,
+and ran 1.01-1.17x as fast with them.
 
 Three ``mallopt`` settings keep the memory for reuse instead: no mmap for large blocks, no
 trimming of the heap, and one arena, so blocks freed by torch's worker threads land in the
-same heap as the rest. The price: the resident size stays at the process's peak until it
-exits, instead of shrinking between stages. Only glibc has ``mallopt``; elsewhere this does
-nothing.
+same heap as the rest. The price: the resident size stays at its peak until the memory is
+handed back explicitly: ``release_freed_memory`` does that (``malloc_trim``), and every
+pipeline stage calls it when it starts, so a stage neither holds nor reports the memory of
+the one before. Only glibc has these functions; elsewhere this does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ _NEVER_TRIM = -1  # glibc reads it as the largest size: the heap top is never tr
 _applied: bool | None = None
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if name is None:
@@ -42,9 +46,15 @@ def _glibc() -> ctypes.CDLL | None:
     except OSError:
         return None
     # gnu_get_libc_version exists only in glibc; musl and others have no mallopt semantics
-    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
-        return None
-    return libc
+    names = ("gnu_get_libc_version", "mallopt", "malloc_trim")
+    return libc if all(hasattr(libc, name) for name in names) else None
+
+
+def release_freed_memory() -> None:
+    """Hand the memory freed so far back to the kernel (any allocator settings)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def retain_freed_memory() -> bool:
