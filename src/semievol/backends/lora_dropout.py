@@ -4,9 +4,8 @@ PEFT applies ``nn.Dropout`` to the input of every LoRA layer: on SmolLM2-135M th
 Bernoulli draws per token (7 adapted projections × 30 layers). Drawing a random number per
 element and comparing it, then masking, cost 9-20 % of a float32 training step on CPU; this
 way costs 0-9 % (4 % on average), and training ran 1.07-1.13x as fast (BENCHMARKS.md,
-issue 5 session 12).
-With p = 0.05 only one element in 20 is dropped, so this
-module draws the dropped positions themselves: the gaps between the successes of independent
+issue 5 session 12). With p = 0.05 only one element in 20 is dropped, so this module draws
+the dropped positions themselves: the gaps between the successes of independent
 Bernoulli(p) trials are independent Geometric(p) variables, so ``n p`` geometric draws (plus a
 margin, topped up if short) and a cumulative sum give exactly the positions that elementwise
 coin flips would drop, in distribution. The layer's input is scaled by 1 / (1 - p) in one
