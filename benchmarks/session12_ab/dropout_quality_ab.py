@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from child import run_child  # this folder is on sys.path when a script here runs
 
 
 def run_arm(arm: str, seed: int, data: str) -> dict:
@@ -65,26 +63,8 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         acc = {}
         for arm in ("mask", "positions"):
-            out = (
-                subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--arm",
-                        arm,
-                        "--seed",
-                        str(seed),
-                        "--data",
-                        args.data,
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            acc[arm] = json.loads(out)["accuracy"] * 100
+            d = run_child(__file__, "--arm", arm, "--seed", str(seed), "--data", args.data)
+            acc[arm] = d["accuracy"] * 100
         print(f"| {seed} | {acc['mask']:.1f} % | {acc['positions']:.1f} % |", flush=True)
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
+
+from child import run_child  # this folder is on sys.path when a script here runs
 
 ARMS = ("before", "retain", "sdpa", "no-dropout", "mask-dropout")
 
@@ -120,17 +120,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in range(args.rounds):
         for arm in arms:
-            out = (
-                subprocess.run(
-                    [sys.executable, __file__, "--arm", arm, "--rows", str(args.rows)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            d = json.loads(out)
+            d = run_child(__file__, "--arm", arm, "--rows", str(args.rows))
             print(
                 f"| {r + 1} | {arm} | {d['tokens_per_second']} | {d['seconds']} | "
                 f"{d['sys_s']} | {d['page_faults']:,} | {d['peak_rss_gb']} |",
