@@ -33,8 +33,6 @@ M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 _NEVER_TRIM = -1  # glibc reads it as the largest size: the heap top is never trimmed
 
-_applied: bool | None = None
-
 
 @functools.cache
 def _glibc() -> ctypes.CDLL | None:
@@ -57,18 +55,13 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+@functools.cache
 def retain_freed_memory() -> bool:
     """Apply the settings once per process; returns whether they are in effect."""
-    global _applied
-    if _applied is None:
-        libc = _glibc()
-        _applied = libc is not None and all(
-            libc.mallopt(param, value) == 1
-            for param, value in (
-                (M_MMAP_MAX, 0),
-                (M_TRIM_THRESHOLD, _NEVER_TRIM),
-                (M_ARENA_MAX, 1),
-            )
-        )
-        log.debug("glibc malloc keeps freed memory: %s", _applied)
-    return _applied
+    libc = _glibc()
+    applied = libc is not None and all(
+        libc.mallopt(param, value) == 1
+        for param, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, _NEVER_TRIM), (M_ARENA_MAX, 1))
+    )
+    log.debug("glibc malloc keeps freed memory: %s", applied)
+    return applied
