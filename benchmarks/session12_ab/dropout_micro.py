@@ -4,8 +4,8 @@ q/k/v input (16 x 94 x 576, float32), p = 0.05 (BENCHMARKS.md, issue 5 session 1
     python benchmarks/session12_ab/dropout_micro.py
 
 ``mask``: the dropout before session 12 (a random 16-bit draw and a comparison per element,
-a masked fill and a scaling; kept here as the "before" arm); ``positions``: SparseDropout's
-drawn positions, one scaling pass and a fill at the positions. Best of 5 runs of 50 calls.
+a masked fill and a scaling; ``mask_dropout.py``); ``positions``: SparseDropout's drawn
+positions, one scaling pass and a fill at the positions (its own functions). Best of 5 runs of 50 calls.
 """
 
 from __future__ import annotations
@@ -13,26 +13,22 @@ from __future__ import annotations
 import time
 
 import torch
+from mask_dropout import drop_mask, mask_and_scale
 
-from semievol.backends.lora_dropout import drop_positions
+from semievol.backends.lora_dropout import _scale_and_zero, drop_positions
 
 P = 0.05
 SCALE = 1.0 / (1.0 - P)
 
 
 def mask_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    n = x.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64)
-    words.random_(-(1 << 63), None)
-    drop = words.view(torch.int16)[:n].view(x.shape) < -(1 << 15) + round(P * (1 << 16))
-    return x.masked_fill(drop, 0).mul_(SCALE), drop
+    drop = drop_mask(x.shape, P)
+    return mask_and_scale(x, drop, SCALE), drop
 
 
 def positions_forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     positions = drop_positions(x.numel(), P)
-    out = x.mul(SCALE)
-    out.view(-1).index_fill_(0, positions, 0)
-    return out, positions
+    return _scale_and_zero(x, positions, SCALE), positions
 
 
 def best_ms(fn, calls: int = 50, repeats: int = 5) -> float:  # noqa: ANN001
@@ -54,12 +50,10 @@ def main() -> None:
     _, positions = positions_forward(x)
 
     def mask_backward() -> torch.Tensor:
-        return grad.masked_fill(drop, 0).mul_(SCALE)
+        return mask_and_scale(grad, drop, SCALE)
 
     def positions_backward() -> torch.Tensor:
-        out = grad.mul(SCALE)
-        out.view(-1).index_fill_(0, positions, 0)
-        return out
+        return _scale_and_zero(grad, positions, SCALE)
 
     print("| dropout | forward ms | backward ms | dropped fraction |")
     print("|---|---|---|---|")

@@ -30,7 +30,7 @@ def run_arm(arm: str, seed: int, data: str) -> dict:
     from semievol.training import TrainConfig, sft_examples
 
     if arm == "mask":
-        from training_ab import use_mask_dropout
+        from mask_dropout import use_mask_dropout
 
         use_mask_dropout()
     paths = {s: str(Path(data) / f"{s}.csv") for s in ("labeled", "test")}

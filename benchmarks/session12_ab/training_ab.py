@@ -8,7 +8,7 @@ Arms: ``before`` (model.retain_freed_memory=false: glibc returns freed memory to
 kernel), ``retain`` (the default), ``sdpa`` (the default with model.attention=sdpa in
 training too), ``no-dropout`` (the default with train.lora_dropout=0), ``mask-dropout``
 (the default with the LoRA dropout of before this session: a random 16-bit draw and a
-comparison per element, then a masked fill; its code is kept below as that arm). At 180e649
+comparison per element, then a masked fill; kept in ``mask_dropout.py`` as that arm). At 180e649
 the script also had a ``retain+fused`` arm, for a fused LoRA forward that was then dropped.
 Prints tokens/s, the process's system CPU time, page faults and peak RSS for each run.
 """
@@ -19,42 +19,9 @@ import argparse
 import json
 
 from child import run_child  # this folder is on sys.path when a script here runs
+from mask_dropout import use_mask_dropout
 
 ARMS = ("before", "retain", "sdpa", "no-dropout", "mask-dropout")
-
-
-def use_mask_dropout() -> None:
-    """The LoRA dropout before this session (at 180e649), as the ``mask-dropout`` arm."""
-    import torch
-
-    from semievol.backends.lora_dropout import SparseDropout
-
-    def drop_mask(shape: torch.Size, p: float) -> torch.Tensor:
-        n = shape.numel()
-        words = torch.empty((n + 3) // 4, dtype=torch.int64)
-        words.random_(-(1 << 63), None)
-        return words.view(torch.int16)[:n].view(shape) < -(1 << 15) + round(p * (1 << 16))
-
-    class DropAndScale(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, drop, scale):  # noqa: ANN001, ANN205
-            ctx.save_for_backward(drop)
-            ctx.scale = scale
-            return x.masked_fill(drop, 0).mul_(scale)
-
-        @staticmethod
-        def backward(ctx, grad):  # noqa: ANN001, ANN205
-            (drop,) = ctx.saved_tensors
-            return grad.masked_fill(drop, 0).mul_(ctx.scale), None, None
-
-    def forward(self, x):  # noqa: ANN001, ANN202
-        if not self.training or self.p == 0:
-            return x
-        if torch.is_autocast_enabled("cpu") and x.is_floating_point():
-            x = x.to(torch.get_autocast_dtype("cpu"))
-        return DropAndScale.apply(x, drop_mask(x.shape, self.p), 1.0 / (1.0 - self.p))
-
-    SparseDropout.forward = forward
 
 
 def run_arm(arm: str, rows: int) -> dict:
