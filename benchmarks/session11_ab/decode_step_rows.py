@@ -12,7 +12,7 @@ rows per step than the prompt pass's token budget gives it.
 import argparse
 import time
 
-import torch
+from plain_decode import GreedySteps
 
 from semievol.backends.hf import HFBackend
 from semievol.config import load_config
@@ -43,21 +43,10 @@ def main() -> None:
                 t0 = time.perf_counter()
                 out, mask = b._prompt_pass(net, seqs, prefix)
                 t1 = time.perf_counter()
-                cache = out.past_key_values
-                picked = out.logits[:, -1].argmax(-1)
-                position = mask.sum(-1)
+                decoder = GreedySteps(net, out, mask)
                 t2 = time.perf_counter()
                 for _ in range(args.steps):
-                    mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
-                    step = net(
-                        input_ids=picked[:, None],
-                        attention_mask=mask,
-                        position_ids=position[:, None],
-                        past_key_values=cache,
-                        use_cache=True,
-                    )
-                    position = position + 1
-                    picked = step.logits[:, -1].float().argmax(-1)
+                    decoder.step()
                 t3 = time.perf_counter()
                 best_prompt = min(best_prompt, t1 - t0)
                 best_step = min(best_step, (t3 - t2) / args.steps)

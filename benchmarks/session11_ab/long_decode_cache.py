@@ -15,6 +15,7 @@ import argparse
 import time
 
 import torch
+from plain_decode import GreedySteps
 
 from semievol.backends.hf import HFBackend
 from semievol.backends.kv_cache import InPlaceLayer
@@ -35,22 +36,8 @@ def decode(b, net, seqs, prefix, steps, in_place, profile):
             )
             for layer in cache.layers
         ]
-    picked = out.logits[:, -1].argmax(-1)
-    position = mask.sum(-1)
-    rows = len(seqs)
-
-    def step():
-        nonlocal mask, position, picked
-        mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
-        o = net(
-            input_ids=picked[:, None],
-            attention_mask=mask,
-            position_ids=position[:, None],
-            past_key_values=cache,
-            use_cache=True,
-        )
-        position = position + 1
-        picked = o.logits[:, -1].float().argmax(-1)
+    decoder = GreedySteps(net, out, mask)
+    step = decoder.step
 
     t = time.perf_counter()
     total = 0.0
@@ -60,7 +47,7 @@ def decode(b, net, seqs, prefix, steps, in_place, profile):
             now = time.perf_counter()
             total += now - t
             print(
-                f"  steps {s - 127}-{s}: {(now - t) / 128 * 1e3:.1f} ms/step, width {mask.shape[1]}"
+                f"  steps {s - 127}-{s}: {(now - t) / 128 * 1e3:.1f} ms/step, width {decoder.mask.shape[1]}"
             )
             t = now
     print(f"  total {total:.1f} s")
