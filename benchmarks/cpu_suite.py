@@ -28,6 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # perf.py, beside this script
+from perf import matmul_gflops  # noqa: E402
+
 
 @dataclass
 class Variant:
@@ -168,14 +171,19 @@ def execute(root: Path, exp: Experiment, variant: Variant, seed: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cmd = command(root, exp, variant, seed)
     print(f"[{exp.name} / {variant.name} / seed {seed}] {shlex.join(cmd[2:])}", flush=True)
+    # The machine's matmul rate before and after: wall times are only comparable between
+    # runs whose machines (or virtual machines, whose speed drifts) ran at similar rates.
+    rate_before = matmul_gflops("float32")
     t0 = time.perf_counter()
     with (out / "suite.log").open("a", encoding="utf-8") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - t0
     if code != 0:
         sys.exit(f"run failed (exit {code}); see {out / 'suite.log'}")
-    done.write_text(json.dumps({"command": shlex.join(cmd[2:]), "wall_seconds": seconds}))
-    print(f"  {seconds / 60:.1f} min", flush=True)
+    rates = [round(rate_before, 1), round(matmul_gflops("float32"), 1)]
+    record = {"command": shlex.join(cmd[2:]), "wall_seconds": seconds, "matmul_gflops": rates}
+    done.write_text(json.dumps(record))
+    print(f"  {seconds / 60:.1f} min (float32 matmul {rates[0]} / {rates[1]} GFLOP/s)", flush=True)
 
 
 # --- collecting results ------------------------------------------------------------------------
@@ -190,6 +198,7 @@ def load_run(path: Path) -> dict | None:
     return {
         "path": str(path),
         "wall_seconds": run["wall_seconds"],
+        "matmul_gflops": run.get("matmul_gflops"),  # before / after; absent before session 13
         "command": run["command"],
         "stages": stages,
         "accuracy": {
@@ -388,6 +397,10 @@ def stage_time_table(results: dict) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     walls = [f"{runs[s]['wall_seconds'] / 60:.1f} min" for s in sorted(runs)]
     lines.append("| **wall time of the run** | " + " | ".join(walls) + " |")
+    rates = [runs[s].get("matmul_gflops") for s in sorted(runs)]
+    if any(rates):
+        cells = [f"{r[0]:.0f} / {r[1]:.0f}" if r else "—" for r in rates]
+        lines.append("| float32 matmul GFLOP/s, before / after | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -61,3 +61,30 @@ def _dummy(config):
     from semievol.backends.dummy import DummyBackend
 
     return DummyBackend(ModelConfig(backend="dummy"))
+
+
+def test_a_run_records_the_machines_matmul_rate_around_it(tmp_path, monkeypatch):
+    """Wall times on drifting (virtual) machines compare only beside the matmul rate."""
+    rates = iter([300.0, 250.5])
+    monkeypatch.setattr(suite, "matmul_gflops", lambda dtype: next(rates))
+    calls = []
+    monkeypatch.setattr(suite.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+    headline = suite.experiments([0])[0]
+    semievol = headline.variants[0]
+    suite.execute(tmp_path, headline, semievol, 0)
+    out = suite.run_dir(tmp_path, headline, semievol, 0)
+    record = json.loads((out / "suite_run.json").read_text())
+    assert len(calls) == 1 and record["matmul_gflops"] == [300.0, 250.5]
+    # the stage-time table shows it under the wall time, and runs recorded before it did not
+    # carry it show a dash
+    stages = {"sft/train": {"seconds": 12.0}}
+    results = {
+        "headline": {
+            "SemiEvol": {
+                0: {"stages": stages, "wall_seconds": 60, "matmul_gflops": [300.0, 250.5]},
+                1: {"stages": stages, "wall_seconds": 90, "matmul_gflops": None},
+            }
+        }
+    }
+    table = suite.stage_time_table(results)
+    assert "| float32 matmul GFLOP/s, before / after | 300 / 250 | — |" in table
