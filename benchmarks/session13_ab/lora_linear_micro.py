@@ -93,7 +93,7 @@ def check_sparse_fused() -> float:
         (dense, *torch.autograd.grad(dense, (x, a, b), grad)),
         strict=True,
     )
-    return max(float((u - v).abs().max()) for u, v in pairs)
+    return max(float((u - v).detach().abs().max()) for u, v in pairs)
 
 
 def median_ms(n_in: int, n_out: int) -> dict[str, float]:

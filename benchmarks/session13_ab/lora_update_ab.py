@@ -23,7 +23,7 @@ import math
 from typing import Any
 
 import torch
-from step_setup import epoch_seconds, training_step_setup
+from step_setup import alternate_arms, training_step_setup
 
 import semievol.backends.lora_dropout as lora_dropout
 
@@ -79,15 +79,7 @@ def main() -> None:
         fast = arm.endswith("fast-draws")
         lora_dropout.drop_positions = log_uniform_positions if fast else GEOMETRIC_DRAWS
 
-    epoch_seconds(backend, net, batches)  # warm-up
-    rates: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    for r in range(args.rounds):
-        for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
-            use(arm)
-            seconds, loss = epoch_seconds(backend, net, batches)
-            rates[arm].append(tokens / seconds)
-            print(f"round {r} {arm}: {tokens / seconds:.1f} tok/s (summed loss {loss:.5f})")
-    use("peft")
+    rates = alternate_arms(backend, net, batches, tokens, ARMS, use, args.rounds)
     for arm, values in rates.items():
         print(f"{arm}: " + " / ".join(f"{v:.1f}" for v in values) + " tok/s")
 

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import torch
-from step_setup import epoch_seconds, training_step_setup
+from step_setup import alternate_arms, training_step_setup
 
 
 class RMSNormFunction(torch.autograd.Function):
@@ -55,7 +55,7 @@ def one_norm() -> None:
     grad = torch.randn(16, 100, 576)
     ours = RMSNormFunction.apply(x, norm.weight, norm.variance_epsilon)
     theirs = norm(x)
-    diffs = [(ours - theirs).abs().max()]
+    diffs = [(ours - theirs).detach().abs().max()]
     diffs.append(
         (torch.autograd.grad(ours, x, grad)[0] - torch.autograd.grad(theirs, x, grad)[0])
         .abs()
@@ -84,17 +84,15 @@ def main() -> None:
     one_norm()
     backend, net, batches, tokens = training_step_setup(args.rows)
     norms = [m for m in net.modules() if type(m).__name__.endswith("RMSNorm")]
-    epoch_seconds(backend, net, batches)  # warm-up
-    rates: dict[str, list[float]] = {"hf": [], "fn": []}
-    for r in range(args.rounds):
-        for arm in ("hf", "fn") if r % 2 == 0 else ("fn", "hf"):
-            for m in norms if arm == "fn" else ():
+
+    def use(arm: str) -> None:
+        for m in norms:
+            if arm == "fn":
                 m.forward = lambda x, _m=m: RMSNormFunction.apply(x, _m.weight, _m.variance_epsilon)
-            seconds, loss = epoch_seconds(backend, net, batches)
-            for m in norms if arm == "fn" else ():
-                del m.forward
-            rates[arm].append(tokens / seconds)
-            print(f"round {r} {arm}: {tokens / seconds:.1f} tok/s (summed loss {loss:.5f})")
+            else:
+                vars(m).pop("forward", None)
+
+    rates = alternate_arms(backend, net, batches, tokens, ("hf", "fn"), use, args.rounds)
     print(f"{len(norms)} norms; tok/s hf " + " / ".join(f"{v:.1f}" for v in rates["hf"]))
     print("tok/s fn " + " / ".join(f"{v:.1f}" for v in rates["fn"]))
 

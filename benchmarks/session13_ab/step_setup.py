@@ -6,6 +6,7 @@ forward + backward of every batch (no optimizer step, so every arm sees the same
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -49,3 +50,27 @@ def epoch_seconds(backend: Any, net: Any, batches: list) -> tuple[float, float]:
         loss.backward()
         total += loss.item()
     return time.perf_counter() - t0, total
+
+
+def alternate_arms(
+    backend: Any,
+    net: Any,
+    batches: list,
+    tokens: int,
+    arms: tuple[str, ...],
+    use: Callable[[str], None],
+    rounds: int,
+) -> dict[str, list[float]]:
+    """Tokens/s of each arm per round, after a warm-up epoch as the model stands; ``use(arm)``
+    puts an arm in place. Arms run in order on even rounds and in reverse on odd ones, so
+    neither side always runs first; the first arm is put back at the end."""
+    epoch_seconds(backend, net, batches)  # warm-up
+    rates: dict[str, list[float]] = {arm: [] for arm in arms}
+    for r in range(rounds):
+        for arm in arms if r % 2 == 0 else arms[::-1]:
+            use(arm)
+            seconds, loss = epoch_seconds(backend, net, batches)
+            rates[arm].append(tokens / seconds)
+            print(f"round {r} {arm}: {tokens / seconds:.1f} tok/s (summed loss {loss:.5f})")
+    use(arms[0])
+    return rates
