@@ -7,13 +7,13 @@ process right after a chosen event of each stage: SFT steps, embedding parts, ea
 member's chunks, justification, selection, evolve steps, each evaluation. It then resumes with
 the same command and finally checks:
 
-* the run completes, after at least 20 kills;
+* the run completes, after at least 12 kills;
 * no item an inference stage had logged is ever handed to the model again (trace order);
 * training resumed from its checkpoint (``train_resume`` at step > 0), not from zero;
 * neighbours, votes, final answers, pseudo-labels, both adapters' weights, predictions and
   metrics are identical to an uninterrupted run with the same config.
 
-A second test sends SIGINT and expects exit code 130 with one line on how to resume.
+Ctrl-C (SIGINT) is tested in test_quiet_dependencies, with dependencies that warn.
 """
 
 from __future__ import annotations
@@ -33,37 +33,30 @@ from semievol.trace import read_trace
 
 from .conftest import sentiment_rows, write_csv
 
-MIN_KILLS = 20
+MIN_KILLS = 12
 
 # (stage folder, event, how many such events of the attempt before the kill). Attempts follow
 # the pipeline's order; a target the attempt never reaches means that stage is already done.
+# Every stage is killed at least once, each kind of moment (mid-computation, just after a
+# logged chunk, at a stage's start and end) somewhere, and both trainings twice, so a
+# checkpoint written by a resumed run is resumed too. Each attempt is a fresh process, and
+# process start-up is most of this test's time.
 KILL_PLAN = [
     ("sft/train", "train_step", 2),
     ("sft/train", "train_step", 3),
-    ("sft/train", "train_step", 2),
     ("sft/train", "stage_done", 1),
     ("round1/neighbors", "logged", 1),
-    ("round1/neighbors", "stage_start", 1),
     ("round1/committee/member0", "logged", 2),
-    ("round1/committee/member0", "logged", 3),
-    ("round1/committee/member1", "logged", 1),
     ("round1/committee/member1", "compute", 2),
-    ("round1/committee/member2", "logged", 2),
     ("round1/committee/member2", "logged", 1),
     ("round1/justify", "logged", 1),
-    ("round1/justify", "compute", 2),
     ("round1/select", "stage_start", 1),
     ("round1/select", "stage_done", 1),
     ("round1/evolve", "train_step", 2),
     ("round1/evolve", "train_step", 3),
-    ("round1/evolve", "train_step", 2),
-    ("eval/vanilla", "logged", 1),
     ("eval/vanilla", "compute", 2),
     ("eval/sft", "logged", 1),
-    ("eval/sft", "logged", 2),
     ("eval/round1", "stage_start", 1),
-    ("eval/round1", "logged", 1),
-    ("eval/round1", "logged", 1),
 ]
 
 
@@ -236,31 +229,3 @@ def test_kill_anywhere_and_resume_gives_the_uninterrupted_run(tiny_model_dir, tm
     assert any("/sft/train/" in e["dir"] and e["step"] > 0 for e in resumes), resumes
     assert any("/round1/evolve/" in e["dir"] and e["step"] > 0 for e in resumes), resumes
     assert_same_results(reference, killed)
-
-
-def test_ctrl_c_exits_cleanly_with_how_to_resume(tiny_model_dir, tmp_path):
-    run = tmp_path / "run"
-    trace = tmp_path / "trace"
-    cfg = write_config(tmp_path, tiny_model_dir, run, epochs=200)  # long enough to interrupt
-    proc = subprocess.Popen(
-        command(cfg),
-        env=environment(trace),
-        stderr=subprocess.PIPE,
-        text=True,
-        # A shell starts background jobs with SIGINT ignored, the child inherits that and
-        # Python then installs no Ctrl-C handler: give the child a terminal's default.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if trace.exists() and any(e["event"] == "train_step" for e in read_trace(trace)):
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "interrupted" in lines[0] and "same command" in lines[0]
-    assert str(run) in lines[0]

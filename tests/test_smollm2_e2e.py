@@ -24,7 +24,9 @@ pytestmark = [
 def test_train_eval_and_reload_on_the_bundled_model(tmp_path):
     paths = write_demo_data(tmp_path / "data", labeled=32, unlabeled=4, test=24)
     adapter = tmp_path / "sft"
-    common = ["--data.id_column", "id"]
+    # A fixed inference batch: the per-machine batch-budget probe is tested on the tiny model,
+    # and on this model it would be most of the test's time.
+    common = ["--data.id_column", "id", "--model.batch_size", "8"]
     assert (
         main(
             [
@@ -79,7 +81,7 @@ def test_train_eval_and_reload_on_the_bundled_model(tmp_path):
     sft_preds = [json.loads(x) for x in sft_file.read_text().splitlines()]
     assert [p["distribution"] for p in vanilla_preds] != [p["distribution"] for p in sft_preds]
 
-    backend = HFBackend(ModelConfig())  # bundled model, converted GGUF from the cache
+    backend = HFBackend(ModelConfig(batch_size=8))  # bundled model, converted GGUF from the cache
     task = build_task(TaskConfig())
     test = load_split(DataConfig(test=str(paths["test"]), id_column="id"), "test", task)
     backend.use_adapter(backend.load_adapter(adapter))

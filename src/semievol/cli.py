@@ -13,6 +13,7 @@ from typing import Any
 
 from semievol.config import SECTIONS, Config, field_docs, load_config, parse_cli_value, type_name
 from semievol.errors import Interrupted, SemievolError
+from semievol.library_noise import dependency_noise_routed
 
 COMMANDS = {
     # name: (module, help, sections whose flags it takes)
@@ -81,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "YAML files and --section.field flags (flags win).",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show the warnings and log records of the libraries underneath",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text, sections) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -114,6 +121,11 @@ def resolve(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Con
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with dependency_noise_routed(verbose=args.verbose):
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.quiet:
         import os

